@@ -1,0 +1,86 @@
+"""ReCUClamp: ReCU as a weight constraint that clamps the latent weights themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_recu import ops as recu_ops
+from keras_recu._tau import HasTau, make_tau_variable
+
+__all__ = ["ReCUClamp"]
+
+
+@keras.saving.register_keras_serializable(package="keras_recu")
+class ReCUClamp(HasTau, keras.constraints.Constraint):
+    """Clamp the latent weights to the ReCU range after every optimizer step.
+
+    `ReCUSign` clamps only the copy of the weights that the forward pass
+    binarizes: a dead weight stays dead in the latent kernel and only weight
+    decay pulls it back. This constraint moves it: after each update the
+    optimizer replaces the kernel `w` by
+
+        ReCUClamp(w)_c = clip(w_c, mean_c - Q * scale_c, mean_c + Q * scale_c)
+
+    for every output channel c (last axis), where `mean_c` and
+    `scale_c = sqrt(var_c + epsilon) / (laplace_scale * sqrt(2))` are the
+    channel's mean and unbiased-variance scale (the standardization of
+    `ReCUSign`), and `Q = -mean(|(w - mean) / scale|) * ln(2 - 2 * tau)` is
+    the layer's threshold on the standardized kernel. In words: a latent
+    weight is moved to the boundary exactly when `ReCUSign` with the same
+    arguments would clamp it. Without standardization the range is `[-Q, Q]`
+    with `Q = -mean(|w|) * ln(2 - 2 * tau)`. All statistics are taken from
+    the kernel before clamping.
+
+    Args:
+        tau, standardize, laplace_scale, per_channel_threshold, epsilon: as in
+            `keras_recu.quantizers.ReCUSign`.
+
+    Example:
+
+    >>> from keras_recu.layers import QuantConv2D
+    >>> conv = QuantConv2D(16, 3, kernel_quantizer="ste_sign",
+    ...                    kernel_constraint=ReCUClamp(tau=0.9))
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.85,
+        standardize: bool = True,
+        laplace_scale: float = recu_ops.LAPLACE_SCALE,
+        per_channel_threshold: bool = False,
+        epsilon: float = recu_ops.EPSILON,
+    ) -> None:
+        if not laplace_scale > 0:
+            raise ValueError(f"`laplace_scale` must be positive, got {laplace_scale}.")
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be positive, got {epsilon}.")
+        self.standardize = bool(standardize)
+        self.laplace_scale = float(laplace_scale)
+        self.per_channel_threshold = bool(per_channel_threshold)
+        self.epsilon = float(epsilon)
+        self._tau = make_tau_variable(tau)
+
+    def __call__(self, w):
+        recu_ops.validate_kernel_shape(w.shape, type(self).__name__, self.standardize)
+        low, high = recu_ops.clamp_range(
+            w,
+            self._tau,
+            standardize_weights=self.standardize,
+            laplace_scale=self.laplace_scale,
+            per_channel_threshold=self.per_channel_threshold,
+            epsilon=self.epsilon,
+        )
+        clamped = ops.minimum(ops.maximum(ops.cast(w, low.dtype), low), high)
+        return ops.cast(clamped, w.dtype)
+
+    def get_config(self) -> dict:
+        return {
+            "tau": self.tau,
+            "standardize": self.standardize,
+            "laplace_scale": self.laplace_scale,
+            "per_channel_threshold": self.per_channel_threshold,
+            "epsilon": self.epsilon,
+        }

@@ -1,0 +1,300 @@
+"""The ReCU math, in one place.
+
+Every formula of ReCU (Xu et al., ICCV 2021) lives in this module and nowhere
+else: the Keras 3 objects (`keras_recu.quantizers`, `keras_recu.constraints`,
+`keras_recu.layers`, `keras_recu.callbacks`) and the tf-keras / larq front call
+these functions. They are written with backend-neutral `keras.ops` and follow
+the authors' PyTorch implementation (`modules/binarized_modules.py`) to the
+detail:
+
+* `standardize`: per-output-channel centring and scaling with the *unbiased*
+  variance, to standard deviation `b * sqrt(2)` (b = 2 by default).
+* `recu_threshold`: one detached threshold per layer,
+  `Q = -mean(|w|) * ln(2 - 2 * tau)`, the tau-quantile of a Laplace
+  distribution whose scale is estimated by maximum likelihood.
+* `rectified_clamp`: `clip(w, -Q, Q)`, gradient passed inside the range.
+* `sign`: forward `+1` for `x >= 0` else `-1` (sign(0) = +1, larq's and LCE's
+  convention), written as a select between two scalar constants so that
+  larq-compute-engine recognizes it as a binarization.
+* `input_sign_gradient`: the activation gradient of the reference,
+  `max(0, 2 - 2|a0|)` with `a0 = a / sqrt(var(a) + eps)` per sample, chained
+  through that normalization.
+* `exponential_tau`: the tau schedule, `A * e^(i / E) + B`.
+
+Kernels are laid out as Keras lays them out: the output channels are the last
+axis, and statistics "per output channel" reduce over every other axis.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import keras
+from keras import ops
+
+#: Epsilon added to the variance before the square root, as in the reference.
+EPSILON = 1e-5
+#: Laplace scale b of the standardized weights; their std is b * sqrt(2).
+LAPLACE_SCALE = 2.0
+#: The reference's tau schedule runs from TAU_MIN to TAU_MAX.
+TAU_MIN = 0.85
+TAU_MAX = 0.99
+
+# The math runs in float32 whatever the layer's compute dtype: the unbiased
+# variance of a float16 tensor overflows long before a layer is large.
+_MATH_DTYPE = "float32"
+
+
+def validate_tau(tau: float, name: str = "tau") -> float:
+    """Return `tau` as a float, or raise if it is outside (0.5, 1).
+
+    The Laplace quantile `-b * ln(2 - 2 * tau)` is zero at tau = 0.5 (every
+    weight clamped to 0) and infinite at tau = 1, so both ends are excluded.
+    """
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a number in the open interval (0.5, 1), "
+            f"got {tau!r} of type {type(tau).__name__}."
+        ) from None
+    if not (0.5 < value < 1.0):
+        raise ValueError(
+            f"`{name}` must lie in the open interval (0.5, 1), got {value}. "
+            "tau is the quantile at which ReCU clamps the weights: the paper "
+            "uses 0.85 to 0.99; 0.5 would clamp every weight to 0 and 1 would "
+            "not clamp at all."
+        )
+    return value
+
+
+def validate_kernel_shape(
+    shape: Sequence[Optional[int]], who: str, standardized: bool = True
+) -> int:
+    """Check that ReCU can process a kernel of this shape; return its fan-in.
+
+    The fan-in is the number of weights per output channel (the product of
+    every axis but the last); the unbiased variance of a standardized kernel
+    needs at least two.
+    """
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"{who} expects a kernel of rank >= 2 with the output channels "
+            f"on the last axis (a Dense kernel (in, out) or a conv kernel "
+            f"(kh, kw, in, out)); got a tensor of shape {shape}."
+        )
+    if any(dim is None for dim in shape):
+        raise ValueError(
+            f"{who} needs a kernel of fully known shape, got {shape}."
+        )
+    fan_in = math.prod(shape[:-1])
+    if standardized and fan_in < 2:
+        raise ValueError(
+            f"{who} standardizes each output channel with the unbiased "
+            f"variance, which needs at least 2 weights per output channel; "
+            f"the kernel of shape {shape} has {fan_in}. Use "
+            "`standardize=False` for such a kernel."
+        )
+    return fan_in
+
+
+def _channel_axes(rank: int) -> tuple:
+    return tuple(range(rank - 1))
+
+
+def standardization_moments(w, laplace_scale: float = LAPLACE_SCALE, epsilon: float = EPSILON):
+    """Per-output-channel `(mean, scale)` such that `(w - mean) / scale` is standardized.
+
+    `scale = sqrt(var(w) + epsilon) / (laplace_scale * sqrt(2))` with the
+    unbiased variance (n - 1 in the denominator, PyTorch's default), so the
+    standardized weights have standard deviation `laplace_scale * sqrt(2)`.
+    Both are shaped `(1, ..., 1, out)`. Gradients flow through both.
+    """
+    fan_in = validate_kernel_shape(w.shape, "ReCU standardization")
+    axes = _channel_axes(len(w.shape))
+    mean = ops.mean(w, axis=axes, keepdims=True)
+    centered = w - mean
+    variance = ops.sum(ops.square(centered), axis=axes, keepdims=True) / (fan_in - 1)
+    scale = ops.sqrt(variance + epsilon) / (laplace_scale * math.sqrt(2.0))
+    return mean, scale
+
+
+def standardize(w, laplace_scale: float = LAPLACE_SCALE, epsilon: float = EPSILON):
+    """Standardize a kernel per output channel (spec steps 1 and 2)."""
+    mean, scale = standardization_moments(w, laplace_scale, epsilon)
+    return (w - mean) / scale
+
+
+def laplace_quantile(b, tau):
+    """`Q(tau) = -b * ln(2 - 2 * tau)`, the tau-quantile of Laplace(0, b), tau > 0.5."""
+    return -b * ops.log(2.0 - 2.0 * tau)
+
+
+def recu_threshold(w, tau, per_channel: bool = False):
+    """The clamp threshold Q of ReCU, detached (spec steps 3 and 4).
+
+    The Laplace scale is estimated by maximum likelihood, `b = mean(|w|)`:
+    over the whole kernel (one scalar per layer, as in the reference) or, with
+    `per_channel=True`, per output channel (shape `(out,)`).
+    """
+    axes = _channel_axes(len(w.shape)) if per_channel else None
+    b = ops.mean(ops.abs(w), axis=axes)
+    return ops.stop_gradient(laplace_quantile(b, ops.cast(tau, w.dtype)))
+
+
+def rectified_clamp(w, threshold):
+    """ReCU(w) = max(min(w, Q), -Q); the gradient passes where -Q <= w <= Q."""
+    return ops.clip(w, -threshold, threshold)
+
+
+@ops.custom_gradient
+def sign(x):
+    """Binarize to exactly +-1 (sign(0) = +1); plain straight-through gradient."""
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return upstream
+
+    return _select_sign(x), grad
+
+
+def _select_sign(x):
+    # A select between the scalar constants 1 and -1 is one of the patterns
+    # larq-compute-engine rewrites into LceQuantize; a `where` between
+    # ones_like/-ones_like tensors is not, and the model would stay float.
+    return ops.cast(ops.where(ops.greater_equal(x, 0), 1.0, -1.0), x.dtype)
+
+
+def recu_kernel(
+    w,
+    tau,
+    standardize_weights: bool = True,
+    laplace_scale: float = LAPLACE_SCALE,
+    per_channel_threshold: bool = False,
+    epsilon: float = EPSILON,
+):
+    """The latent kernel after standardization and ReCU, before the sign.
+
+    Computed in float32; returns a float32 tensor.
+    """
+    w = ops.cast(w, _MATH_DTYPE)
+    if standardize_weights:
+        w = standardize(w, laplace_scale, epsilon)
+    threshold = recu_threshold(w, tau, per_channel_threshold)
+    return rectified_clamp(w, threshold)
+
+
+def mean_abs_scale(w):
+    """XNOR-Net's scaling factor: mean |w| per output channel, shape `(1, ..., out)`."""
+    return ops.mean(ops.abs(w), axis=_channel_axes(len(w.shape)), keepdims=True)
+
+
+def clamp_range(
+    w,
+    tau,
+    standardize_weights: bool = True,
+    laplace_scale: float = LAPLACE_SCALE,
+    per_channel_threshold: bool = False,
+    epsilon: float = EPSILON,
+):
+    """The ReCU range of the latent weights themselves, `(low, high)` per output channel.
+
+    With standardization, a latent weight is clamped by ReCU exactly when it
+    lies outside `mean_c +- Q * scale_c`, where `mean_c` and `scale_c` are
+    the channel's standardization moments and Q the threshold computed on the
+    standardized kernel. Without standardization the range is `[-Q, Q]`.
+    """
+    w = ops.cast(w, _MATH_DTYPE)
+    if not standardize_weights:
+        q = recu_threshold(w, tau, per_channel_threshold)
+        return -q, q
+    mean, scale = standardization_moments(w, laplace_scale, epsilon)
+    q = recu_threshold((w - mean) / scale, tau, per_channel_threshold)
+    return mean - q * scale, mean + q * scale
+
+
+def _sample_count(a):
+    """Elements per sample (every axis but the batch axis), static when known."""
+    dims = a.shape[1:]
+    if all(d is not None for d in dims):
+        return float(math.prod(dims))
+    return ops.cast(ops.prod(ops.shape(a)[1:]), _MATH_DTYPE)
+
+
+def input_sign_gradient(a, upstream, normalize: bool = True, epsilon: float = EPSILON):
+    """Gradient of the reference's activation binarization with respect to `a`.
+
+    The reference computes `a0 = a / sqrt(var(a) + eps)` per sample (unbiased
+    variance over every non-batch axis, not detached) in training, `a0 = a`
+    in inference, and binarizes `a0` with the surrogate derivative
+    `max(0, 2 - 2|a0|)`. Since `sign(a0) == sign(a)`, the forward pass needs
+    no normalization; this function supplies its effect on the gradient:
+
+        g0 = upstream * max(0, 2 - 2|a0|)
+        da = g0 / s - (a - mean(a)) * sum(g0 * a) / ((n - 1) * s^3)
+
+    with `s = sqrt(var(a) + eps)` and n the elements per sample: the
+    chain rule through `a / s`, the variance included.
+    """
+    out_dtype = upstream.dtype
+    a = ops.cast(a, _MATH_DTYPE)
+    upstream = ops.cast(upstream, _MATH_DTYPE)
+    if not normalize:
+        return ops.cast(upstream * ops.relu(2.0 - 2.0 * ops.abs(a)), out_dtype)
+    axes = tuple(range(1, len(a.shape)))
+    n = _sample_count(a)
+    mean = ops.mean(a, axis=axes, keepdims=True)
+    centered = a - mean
+    variance = ops.sum(ops.square(centered), axis=axes, keepdims=True) / (n - 1.0)
+    inv_std = ops.rsqrt(variance + epsilon)
+    g0 = upstream * ops.relu(2.0 - 2.0 * ops.abs(a * inv_std))
+    projection = ops.sum(g0 * a, axis=axes, keepdims=True)
+    da = g0 * inv_std - centered * projection * ops.power(inv_std, 3.0) / (n - 1.0)
+    return ops.cast(da, out_dtype)
+
+
+def input_sign(a, normalize_gradient: bool = True, epsilon: float = EPSILON):
+    """Binarize activations to +-1 with the reference's gradient (spec step 7)."""
+
+    @ops.custom_gradient
+    def _binarize(x):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return input_sign_gradient(x, upstream, normalize_gradient, epsilon)
+
+        return _select_sign(x), grad
+
+    return _binarize(a)
+
+
+def exponential_tau(epoch: int, epochs: int, tau_min: float = TAU_MIN, tau_max: float = TAU_MAX) -> float:
+    """The reference's tau schedule at 0-based `epoch` of `epochs` (spec step 9).
+
+    `tau = A * e^(epoch / epochs) + B` with `A = (tau_max - tau_min) / (e - 1)`
+    and `B = tau_min - A`: tau_min at epoch 0, rising exponentially towards
+    tau_max, which it would reach at `epoch == epochs`. Epochs past the
+    schedule (a run extended beyond `epochs`) stay at tau_max.
+    """
+    validate_schedule(tau_min, tau_max, epochs)
+    if epoch < 0:
+        raise ValueError(f"`epoch` must be >= 0, got {epoch}.")
+    a = (tau_max - tau_min) / (math.e - 1.0)
+    b = tau_min - a
+    return min(a * math.exp(epoch / epochs) + b, tau_max)
+
+
+def validate_schedule(tau_min: float, tau_max: float, epochs: Optional[int]) -> None:
+    """Raise a clear error for a schedule that ReCU cannot follow."""
+    validate_tau(tau_min, "tau_min")
+    validate_tau(tau_max, "tau_max")
+    if tau_min > tau_max:
+        raise ValueError(
+            f"`tau_min` ({tau_min}) must not exceed `tau_max` ({tau_max}): "
+            "the schedule raises tau over training."
+        )
+    if epochs is not None and (int(epochs) != epochs or epochs < 1):
+        raise ValueError(f"`epochs` must be a positive integer or None, got {epochs!r}.")
