@@ -34,6 +34,14 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
     with `Q = -mean(|w|) * ln(2 - 2 * tau)`. All statistics are taken from
     the kernel before clamping.
 
+    The constraint is not idempotent: clamping lowers the kernel's spread
+    and its mean |w|, so the range recomputed at the next step is narrower
+    and clamps again (a second application to a Laplace kernel at tau 0.85
+    moves about 40% of the weights). Applied after every step, it keeps
+    pulling the latent tails towards the centre, where a small update flips
+    a sign; the binarized kernel itself is unchanged by a clamp whenever the
+    channel mean is closer to zero than the range's bounds.
+
     Args:
         tau, standardize, laplace_scale, per_channel_threshold, epsilon: as in
             `keras_recu.quantizers.ReCUSign`.

@@ -1,0 +1,136 @@
+"""Binary layers: ReCUConv2D against the PyTorch reference, and the larq-style Quant layers."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+
+from keras_recu.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
+from keras_recu.quantizers import ReCUInputSign, ReCUSign, SteSign
+from tests import torch_reference as ref
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_recu_conv2d_matches_reference(padding, strides, training, rng):
+    x = rng.normal(size=(2, 9, 8, 6)).astype("float32")
+    layer = ReCUConv2D(5, 3, strides=strides, padding=padding, tau=0.8)
+    layer.build(x.shape)
+    kernel = rng.laplace(0.0, 0.2, size=layer.kernel.shape).astype("float32")
+    alpha = rng.uniform(size=(5,)).astype("float32")
+    layer.kernel.assign(kernel)
+    layer.alpha.assign(alpha)
+
+    xv = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = layer(xv, training=training)
+    upstream = rng.normal(size=y.shape).astype("float32")
+    with tf.GradientTape() as tape:
+        y = layer(xv, training=training)
+        loss = tf.reduce_sum(y * upstream)
+    gx, gk, ga = tape.gradient(loss, [xv, layer.kernel, layer.alpha])
+
+    xt = ref.nhwc_to_torch(x)
+    wt = ref.keras_kernel_to_torch(kernel)
+    at = torch.tensor(alpha.astype("float64"), requires_grad=True)
+    yt = ref.recu_conv2d(xt, wt, at, tau=0.8, stride=strides, padding=padding, training=training)
+    (yt * ref.nhwc_to_torch(upstream)).sum().backward()
+
+    np.testing.assert_allclose(y.numpy(), ref.torch_to_nhwc(yt), rtol=1e-5, atol=1e-5)
+    for got, want in [
+        (gx.numpy(), ref.torch_to_nhwc(xt.grad)),
+        (gk.numpy(), ref.torch_kernel_to_keras(wt.grad)),
+        (ga.numpy(), at.grad.numpy()),
+    ]:
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+
+
+def test_recu_conv2d_weights_and_defaults(rng):
+    layer = ReCUConv2D(8, 3, padding="same")
+    layer.build((None, 16, 16, 4))
+    assert [w.name for w in layer.trainable_weights] == ["kernel", "alpha"]
+    assert layer.use_bias is False and layer.bias is None
+    alpha = layer.alpha.numpy()
+    assert alpha.shape == (8,) and (alpha >= 0).all() and (alpha < 1).all()
+    # PyTorch's Conv2d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 36.
+    kernel = layer.kernel.numpy()
+    assert np.abs(kernel).max() <= 1 / 6 and np.abs(kernel).max() > 0.9 / 6
+    assert isinstance(layer.input_quantizer, ReCUInputSign)
+    assert isinstance(layer.kernel_quantizer, ReCUSign)
+    assert layer.tau == pytest.approx(0.85)
+    layer.tau = 0.9
+    assert layer.kernel_quantizer.tau == pytest.approx(0.9)
+    assert [v.name for v in layer.non_trainable_weights] == ["tau"]
+
+
+def test_recu_conv2d_rejects_two_taus():
+    with pytest.raises(ValueError, match="tau"):
+        ReCUConv2D(4, 3, tau=0.9, kernel_quantizer=ReCUSign(tau=0.8))
+    assert ReCUConv2D(4, 3, tau=None, kernel_quantizer=ReCUSign(tau=0.8)).tau == pytest.approx(0.8)
+
+
+def test_quant_conv2d_equals_conv_of_quantized_operands(rng):
+    x = rng.normal(size=(2, 7, 7, 3)).astype("float32")
+    layer = QuantConv2D(4, 3, padding="same", input_quantizer="ste_sign", kernel_quantizer="recu_sign")
+    y = layer(x).numpy()
+    binary_kernel = ReCUSign()(layer.kernel).numpy()
+    expected = keras.ops.conv(np.where(x >= 0, 1.0, -1.0).astype("float32"), binary_kernel, padding="same")
+    expected = expected.numpy() + layer.bias.numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-5)
+
+
+def test_quant_conv2d_without_quantizers_is_conv2d(rng):
+    x = rng.normal(size=(2, 7, 7, 3)).astype("float32")
+    layer = QuantConv2D(4, 3, strides=2, padding="same", activation="relu")
+    plain = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")
+    plain.build(x.shape)
+    layer.build(x.shape)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(layer(x).numpy(), plain(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("strides, size", [(1, 7), (2, 8), (2, 7)])
+def test_pad_values_one_pads_with_ones(strides, size, rng):
+    x = rng.normal(size=(1, size, size, 2)).astype("float32")
+    layer = QuantConv2D(3, 3, strides=strides, padding="same", pad_values=1.0, input_quantizer="ste_sign", use_bias=False)
+    y = layer(x).numpy()
+    binary = np.where(x >= 0, 1.0, -1.0).astype("float32")
+    (top, bottom) = ref.tf_same_padding(size, 3, strides)
+    padded = np.pad(binary, [(0, 0), (top, bottom), (top, bottom), (0, 0)], constant_values=1.0)
+    expected = keras.ops.conv(padded, layer.kernel, strides=strides, padding="valid").numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="pad_values"):
+        QuantConv2D(3, 3, padding="valid", pad_values=1.0)
+
+
+def test_quant_dense_uses_binary_kernel_and_inputs(rng):
+    x = rng.normal(size=(4, 10)).astype("float32")
+    layer = QuantDense(6, input_quantizer="recu_input_sign", kernel_quantizer=ReCUSign(tau=0.9))
+    y = layer(x).numpy()
+    expected = np.where(x >= 0, 1.0, -1.0) @ ReCUSign(tau=0.9)(layer.kernel).numpy() + layer.bias.numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-5)
+
+
+def test_quant_depthwise_standardizes_each_filter(rng):
+    x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
+    layer = QuantDepthwiseConv2D(3, depth_multiplier=2, depthwise_quantizer=ReCUSign(tau=0.9), use_bias=False)
+    y = layer(x).numpy()
+    kernel = layer.kernel.numpy()  # (3, 3, 3, 2)
+    filters = kernel.reshape(3, 3, 1, 6)
+    binary = ReCUSign(tau=0.9)(filters).numpy().reshape(3, 3, 3, 2)
+    expected = keras.ops.depthwise_conv(x, binary, padding="valid").numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-5)
+    # Per-filter statistics: scaling one filter's latent weights changes nothing.
+    scaled = kernel.copy()
+    scaled[:, :, 1, 0] *= 7.0
+    layer.kernel.assign(scaled)
+    np.testing.assert_allclose(layer(x).numpy(), y, rtol=1e-6, atol=1e-5)
+
+
+def test_quantizer_usable_as_a_layer(rng):
+    inputs = keras.Input((5,))
+    outputs = SteSign()(keras.layers.Dense(3)(inputs))
+    model = keras.Model(inputs, outputs)
+    assert set(np.unique(model.predict(rng.normal(size=(8, 5)), verbose=0))) <= {-1.0, 1.0}
