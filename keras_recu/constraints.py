@@ -61,34 +61,16 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
         per_channel_threshold: bool = False,
         epsilon: float = recu_ops.EPSILON,
     ) -> None:
-        if not laplace_scale > 0:
-            raise ValueError(f"`laplace_scale` must be positive, got {laplace_scale}.")
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be positive, got {epsilon}.")
-        self.standardize = bool(standardize)
-        self.laplace_scale = float(laplace_scale)
-        self.per_channel_threshold = bool(per_channel_threshold)
-        self.epsilon = float(epsilon)
+        self.options = recu_ops.ClampOptions(
+            bool(standardize), float(laplace_scale), bool(per_channel_threshold), float(epsilon)
+        )
         self._tau = make_tau_variable(tau)
 
     def __call__(self, w):
-        recu_ops.validate_kernel_shape(w.shape, type(self).__name__, self.standardize)
-        low, high = recu_ops.clamp_range(
-            w,
-            self._tau,
-            standardize_weights=self.standardize,
-            laplace_scale=self.laplace_scale,
-            per_channel_threshold=self.per_channel_threshold,
-            epsilon=self.epsilon,
-        )
+        recu_ops.validate_kernel_shape(w.shape, type(self).__name__, self.options.standardize)
+        low, high = recu_ops.clamp_range(w, self._tau, self.options)
         clamped = ops.minimum(ops.maximum(ops.cast(w, low.dtype), low), high)
         return ops.cast(clamped, w.dtype)
 
     def get_config(self) -> dict:
-        return {
-            "tau": self.tau,
-            "standardize": self.standardize,
-            "laplace_scale": self.laplace_scale,
-            "per_channel_threshold": self.per_channel_threshold,
-            "epsilon": self.epsilon,
-        }
+        return {"tau": self.tau, **self.options.to_config()}

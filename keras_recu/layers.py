@@ -40,13 +40,27 @@ def _quantize(quantizer, x):
     return x if quantizer is None else quantizer(x)
 
 
-class _ConvPadding:
-    """Explicit "same" padding with a constant other than zero (larq's `pad_values`).
+class _QuantConvBase:
+    """What the quantized convolutions share: larq's `pad_values`, bias and activation.
 
     Binary activations are +-1, so zero padding is a third value; LCE can
     execute padding with +1 natively. With `pad_values != 0` and
     `padding="same"`, the input is padded explicitly and convolved "valid".
     """
+
+    def _channel_vector(self, vector):
+        # Channels-last vectors broadcast as they are: LCE fuses a 1-D
+        # multiplier or bias into LceBconv2d, but rejects a (1, 1, 1, C) one.
+        if self.data_format == "channels_last":
+            return vector
+        return ops.reshape(vector, (1, -1, 1, 1))
+
+    def _bias_and_activation(self, outputs):
+        if self.use_bias:
+            outputs = ops.add(outputs, self._channel_vector(self.bias))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
 
     def _init_padding(self, pad_values: float) -> None:
         self.pad_values = float(pad_values)
@@ -79,7 +93,7 @@ class _ConvPadding:
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class QuantConv2D(_ConvPadding, keras.layers.Conv2D):
+class QuantConv2D(_QuantConvBase, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with quantized input and kernel.
 
     Args:
@@ -114,22 +128,10 @@ class QuantConv2D(_ConvPadding, keras.layers.Conv2D):
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
-        outputs = self._scale_outputs(outputs)
-        if self.use_bias:
-            outputs = ops.add(outputs, self._broadcast_channels(self.bias))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._bias_and_activation(self._scale_outputs(outputs))
 
     def _scale_outputs(self, outputs):
         return outputs
-
-    def _broadcast_channels(self, per_channel):
-        # Channels-last vectors broadcast as they are: LCE fuses a 1-D
-        # multiplier or bias into LceBconv2d, but rejects a (1, 1, 1, C) one.
-        if self.data_format == "channels_last":
-            return per_channel
-        return ops.reshape(per_channel, (1, self.filters, 1, 1))
 
     def get_config(self) -> dict:
         return {
@@ -141,7 +143,7 @@ class QuantConv2D(_ConvPadding, keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class QuantDepthwiseConv2D(_ConvPadding, keras.layers.DepthwiseConv2D):
+class QuantDepthwiseConv2D(_QuantConvBase, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with quantized input and depthwise kernel.
 
     The depthwise kernel `(kh, kw, in, multiplier)` has `in * multiplier`
@@ -185,13 +187,7 @@ class QuantDepthwiseConv2D(_ConvPadding, keras.layers.DepthwiseConv2D):
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
-        if self.use_bias:
-            channels = self.bias.shape[0]
-            shape = (1, 1, 1, channels) if self.data_format == "channels_last" else (1, channels, 1, 1)
-            outputs = ops.add(outputs, ops.reshape(self.bias, shape))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._bias_and_activation(outputs)
 
     def get_config(self) -> dict:
         return {
@@ -327,7 +323,7 @@ class ReCUConv2D(QuantConv2D):
         )
 
     def _scale_outputs(self, outputs):
-        return outputs * self._broadcast_channels(self.alpha)
+        return outputs * self._channel_vector(self.alpha)
 
     # Keras' conv layers save only kernel and bias by position; alpha follows.
     def _alpha_slot(self) -> str:

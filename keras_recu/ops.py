@@ -27,6 +27,7 @@ axis, and statistics "per output channel" reduce over every other axis.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional, Sequence
 
@@ -168,22 +169,44 @@ def _select_sign(x):
     return ops.cast(ops.where(ops.greater_equal(x, 0), 1.0, -1.0), x.dtype)
 
 
-def recu_kernel(
-    w,
-    tau,
-    standardize_weights: bool = True,
-    laplace_scale: float = LAPLACE_SCALE,
-    per_channel_threshold: bool = False,
-    epsilon: float = EPSILON,
-):
+@dataclasses.dataclass(frozen=True)
+class ClampOptions:
+    """How ReCU standardizes and clamps a kernel; shared by quantizers and constraints.
+
+    Attributes:
+        standardize: standardize per output channel before the clamp.
+        laplace_scale: Laplace scale b of the standardized weights (std = b * sqrt(2)).
+        per_channel_threshold: one threshold per output channel, not one per layer.
+        epsilon: added to the variance before the square root.
+    """
+
+    standardize: bool = True
+    laplace_scale: float = LAPLACE_SCALE
+    per_channel_threshold: bool = False
+    epsilon: float = EPSILON
+
+    def __post_init__(self):
+        if not self.laplace_scale > 0:
+            raise ValueError(f"`laplace_scale` must be positive, got {self.laplace_scale}.")
+        if not self.epsilon > 0:
+            raise ValueError(
+                f"`epsilon` must be positive (it keeps a constant kernel from "
+                f"dividing by zero), got {self.epsilon}."
+            )
+
+    def to_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def recu_kernel(w, tau, options: ClampOptions = ClampOptions()):
     """The latent kernel after standardization and ReCU, before the sign.
 
     Computed in float32; returns a float32 tensor.
     """
     w = ops.cast(w, _MATH_DTYPE)
-    if standardize_weights:
-        w = standardize(w, laplace_scale, epsilon)
-    threshold = recu_threshold(w, tau, per_channel_threshold)
+    if options.standardize:
+        w = standardize(w, options.laplace_scale, options.epsilon)
+    threshold = recu_threshold(w, tau, options.per_channel_threshold)
     return rectified_clamp(w, threshold)
 
 
@@ -192,14 +215,7 @@ def mean_abs_scale(w):
     return ops.mean(ops.abs(w), axis=_channel_axes(len(w.shape)), keepdims=True)
 
 
-def clamp_range(
-    w,
-    tau,
-    standardize_weights: bool = True,
-    laplace_scale: float = LAPLACE_SCALE,
-    per_channel_threshold: bool = False,
-    epsilon: float = EPSILON,
-):
+def clamp_range(w, tau, options: ClampOptions = ClampOptions()):
     """The ReCU range of the latent weights themselves, `(low, high)` per output channel.
 
     With standardization, a latent weight is clamped by ReCU exactly when it
@@ -208,11 +224,11 @@ def clamp_range(
     standardized kernel. Without standardization the range is `[-Q, Q]`.
     """
     w = ops.cast(w, _MATH_DTYPE)
-    if not standardize_weights:
-        q = recu_threshold(w, tau, per_channel_threshold)
+    if not options.standardize:
+        q = recu_threshold(w, tau, options.per_channel_threshold)
         return -q, q
-    mean, scale = standardization_moments(w, laplace_scale, epsilon)
-    q = recu_threshold((w - mean) / scale, tau, per_channel_threshold)
+    mean, scale = standardization_moments(w, options.laplace_scale, options.epsilon)
+    q = recu_threshold((w - mean) / scale, tau, options.per_channel_threshold)
     return mean - q * scale, mean + q * scale
 
 

@@ -99,32 +99,17 @@ class ReCUSign(HasTau, keras.layers.Layer):
             raise ValueError(
                 f"`output_scale` must be one of {_OUTPUT_SCALES}, got {output_scale!r}."
             )
-        if not laplace_scale > 0:
-            raise ValueError(f"`laplace_scale` must be positive, got {laplace_scale}.")
-        if not epsilon > 0:
-            raise ValueError(
-                f"`epsilon` must be positive (it keeps a constant kernel from "
-                f"dividing by zero), got {epsilon}."
-            )
-        self.standardize = bool(standardize)
-        self.laplace_scale = float(laplace_scale)
-        self.per_channel_threshold = bool(per_channel_threshold)
+        self.options = recu_ops.ClampOptions(
+            bool(standardize), float(laplace_scale), bool(per_channel_threshold), float(epsilon)
+        )
         self.output_scale = output_scale
-        self.epsilon = float(epsilon)
         self._tau = make_tau_variable(tau)
         self.built = True
 
     def call(self, kernel):
         _check_float(kernel, type(self).__name__)
-        recu_ops.validate_kernel_shape(kernel.shape, type(self).__name__, self.standardize)
-        clamped = recu_ops.recu_kernel(
-            kernel,
-            self._tau,
-            standardize_weights=self.standardize,
-            laplace_scale=self.laplace_scale,
-            per_channel_threshold=self.per_channel_threshold,
-            epsilon=self.epsilon,
-        )
+        recu_ops.validate_kernel_shape(kernel.shape, type(self).__name__, self.options.standardize)
+        clamped = recu_ops.recu_kernel(kernel, self._tau, self.options)
         binary = recu_ops.sign(clamped)
         if self.output_scale == "mean_abs":
             binary = binary * recu_ops.mean_abs_scale(clamped)
@@ -137,11 +122,8 @@ class ReCUSign(HasTau, keras.layers.Layer):
         return {
             **super().get_config(),
             "tau": self.tau,
-            "standardize": self.standardize,
-            "laplace_scale": self.laplace_scale,
-            "per_channel_threshold": self.per_channel_threshold,
+            **self.options.to_config(),
             "output_scale": self.output_scale,
-            "epsilon": self.epsilon,
         }
 
 

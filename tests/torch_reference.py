@@ -41,16 +41,8 @@ class _ApproxSign(torch.autograd.Function):
         return grad * (2 - torch.abs(2 * x)).clamp(min=0)
 
 
-def recu_weight(
-    w,
-    tau,
-    standardize=True,
-    laplace_scale=2.0,
-    per_channel=False,
-    output_scale=None,
-    eps=1e-5,
-):
-    """Binarized weight from latent `w` laid out (out, ...), as the reference does."""
+def recu_clamped(w, tau, standardize=True, laplace_scale=2.0, per_channel=False, eps=1e-5):
+    """Latent `w` laid out (out, ...) after standardization and clamp (before the sign)."""
     rest = tuple(range(1, w.dim()))
     if standardize:
         w0 = w - w.mean(dim=rest, keepdim=True)
@@ -60,24 +52,16 @@ def recu_weight(
         w1 = w
     ew = w1.abs().mean(dim=rest, keepdim=True) if per_channel else w1.abs().mean()
     q = (-ew * math.log(2 - 2 * tau)).detach()
-    w2 = torch.clamp(w1, -q, q)
+    return torch.clamp(w1, -q, q)
+
+
+def recu_weight(w, tau, output_scale=None, **clamp_options):
+    """Binarized weight from latent `w`, as the reference's BinarizeConv2d computes it."""
+    w2 = recu_clamped(w, tau, **clamp_options)
     binary = _SignSTE.apply(w2)
     if output_scale == "mean_abs":
-        binary = binary * w2.abs().mean(dim=rest, keepdim=True)
+        binary = binary * w2.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
     return binary
-
-
-def recu_clamped(w, tau, standardize=True, laplace_scale=2.0, per_channel=False, eps=1e-5):
-    """Latent `w` after standardization and clamp (before the sign)."""
-    rest = tuple(range(1, w.dim()))
-    if standardize:
-        w0 = w - w.mean(dim=rest, keepdim=True)
-        w1 = w0 / (torch.sqrt(w0.var(dim=rest, keepdim=True) + eps) / (laplace_scale * math.sqrt(2)))
-    else:
-        w1 = w
-    ew = w1.abs().mean(dim=rest, keepdim=True) if per_channel else w1.abs().mean()
-    q = (-ew * math.log(2 - 2 * tau)).detach()
-    return torch.clamp(w1, -q, q)
 
 
 def binarize_activation(a, training, eps=1e-5):
