@@ -258,18 +258,50 @@ def input_sign_gradient(a, upstream, normalize: bool = True, epsilon: float = EP
     out_dtype = upstream.dtype
     a = ops.cast(a, _MATH_DTYPE)
     upstream = ops.cast(upstream, _MATH_DTYPE)
-    if not normalize:
-        return ops.cast(upstream * ops.relu(2.0 - 2.0 * ops.abs(a)), out_dtype)
+    if normalize:
+        da = _normalized_gradient(a, upstream, epsilon)
+    else:
+        da = upstream * ops.relu(2.0 - 2.0 * ops.abs(a))
+    return ops.cast(da, out_dtype)
+
+
+def _normalized_gradient_math(a, upstream, epsilon):
     axes = tuple(range(1, len(a.shape)))
     n = _sample_count(a)
     mean = ops.mean(a, axis=axes, keepdims=True)
     centered = a - mean
     variance = ops.sum(ops.square(centered), axis=axes, keepdims=True) / (n - 1.0)
     inv_std = ops.rsqrt(variance + epsilon)
-    g0 = upstream * ops.relu(2.0 - 2.0 * ops.abs(a * inv_std))
+    # Per-sample factors are folded into scalars before they meet a full tensor.
+    g0 = upstream * ops.relu(2.0 - ops.abs(a) * (2.0 * inv_std))
     projection = ops.sum(g0 * a, axis=axes, keepdims=True)
-    da = g0 * inv_std - centered * projection * ops.power(inv_std, 3.0) / (n - 1.0)
-    return ops.cast(da, out_dtype)
+    return g0 * inv_std - centered * (projection * ops.power(inv_std, 3.0) / (n - 1.0))
+
+
+def _normalized_gradient(a, upstream, epsilon):
+    # Without XLA, TensorFlow runs each elementwise op of this gradient as a
+    # separate pass over the activations; compiled alone, the chain fuses
+    # (measured on 2 CPU cores, 64x32x32x64: 11.0 -> 8.2 ms). Inside a model
+    # compiled with jit_compile=True it is simply inlined.
+    if keras.backend.backend() != "tensorflow":
+        return _normalized_gradient_math(a, upstream, epsilon)
+    key = (len(a.shape), float(epsilon))
+    if key not in _FUSED_GRADIENTS:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None] * key[0], _MATH_DTYPE)
+        _FUSED_GRADIENTS[key] = tf.function(
+            lambda a, upstream: _normalized_gradient_math(a, upstream, key[1]),
+            input_signature=[spec, spec],
+            jit_compile=True,
+            autograph=False,
+        )
+    return _FUSED_GRADIENTS[key](a, upstream)
+
+
+# One compiled gradient per (rank, epsilon); a signature of unknown
+# dimensions traces once, and XLA specializes per concrete shape.
+_FUSED_GRADIENTS: dict = {}
 
 
 def input_sign(a, normalize_gradient: bool = True, epsilon: float = EPSILON):

@@ -25,3 +25,12 @@ def test_cli_demo_writes_metrics(tmp_path, capsys):
     assert metrics["reloaded_model_identical"] is True
     assert (tmp_path / "model.keras").exists()
     assert "small budget" in capsys.readouterr().out
+
+
+def test_train_step_benchmark_quick_path_runs(capsys):
+    """The benchmark's code path, on a toy size (no timing asserted)."""
+    namespace = runpy.run_path(str(ROOT / "benchmarks" / "train_step.py"), run_name="benchmark")
+    namespace["main"](["--quick", "--jit", "off"])
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert {"floor", "recu"} <= set(result["runs"][0]["variants"])
