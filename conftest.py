@@ -2,6 +2,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# larq needs tf.keras to be tf-keras, decided when TensorFlow is first
+# imported; Keras 3 (`import keras`) is unaffected. One pytest process then
+# tests both fronts. test_larq_front.py checks both import orders in
+# subprocesses, and the CLI test runs Keras 3 without this variable.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
