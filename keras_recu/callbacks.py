@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import keras
 
 from keras_recu import ops as recu_ops
-from keras_recu._tau import HasTau, find_tau_holders
+from keras_recu._tau import TauScheduleLogic
 
 __all__ = ["TauScheduler"]
 
 
-class TauScheduler(keras.callbacks.Callback):
+class TauScheduler(TauScheduleLogic, keras.callbacks.Callback):
     """Set tau on every ReCU object of the model at the start of each epoch.
 
     At 0-based epoch i of E, `tau_i = A * e^(i / E) + B` with
@@ -54,40 +54,4 @@ class TauScheduler(keras.callbacks.Callback):
         verbose: int = 0,
     ) -> None:
         super().__init__()
-        recu_ops.validate_schedule(tau_min, tau_max, epochs)
-        self.tau_min = float(tau_min)
-        self.tau_max = float(tau_max)
-        self.epochs = None if epochs is None else int(epochs)
-        self.verbose = verbose
-        self.current_tau: Optional[float] = None
-        self._holders: List[HasTau] = []
-
-    def tau_at(self, epoch: int) -> float:
-        """The scheduled tau for 0-based `epoch`."""
-        epochs = self.epochs or (self.params or {}).get("epochs")
-        if not epochs:
-            raise ValueError(
-                "TauScheduler needs the schedule length: pass `epochs=` or use "
-                "it inside `fit`, which supplies its own."
-            )
-        return recu_ops.exponential_tau(epoch, epochs, self.tau_min, self.tau_max)
-
-    def on_train_begin(self, logs=None):
-        self._holders = find_tau_holders(self.model)
-        if not self._holders:
-            raise ValueError(
-                "TauScheduler found no ReCU quantizer or constraint in model "
-                f"{self.model.name!r}: use ReCUConv2D, a ReCUSign kernel "
-                "quantizer or a ReCUClamp constraint, or drop the callback."
-            )
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current_tau = self.tau_at(epoch)
-        for holder in self._holders:
-            holder.tau = self.current_tau
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: TauScheduler set tau to {self.current_tau:.5f}.")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.current_tau is not None:
-            logs["tau"] = self.current_tau
+        self._init_schedule(tau_min, tau_max, epochs, verbose)

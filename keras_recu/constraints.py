@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_recu import ops as recu_ops
 from keras_recu._tau import HasTau, make_tau_variable
@@ -68,9 +67,7 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
 
     def __call__(self, w):
         recu_ops.validate_kernel_shape(w.shape, type(self).__name__, self.options.standardize)
-        low, high = recu_ops.clamp_range(w, self._tau, self.options)
-        clamped = ops.minimum(ops.maximum(ops.cast(w, low.dtype), low), high)
-        return ops.cast(clamped, w.dtype)
+        return recu_ops.clamp_latent(w, self._tau, self.options)
 
     def get_config(self) -> dict:
         return {"tau": self.tau, **self.options.to_config()}

@@ -101,6 +101,26 @@ def validate_kernel_shape(
     return fan_in
 
 
+#: Accepted values of the kernel quantizers' `output_scale`.
+OUTPUT_SCALES = (None, "mean_abs")
+
+
+def validate_output_scale(output_scale: Optional[str]) -> Optional[str]:
+    if output_scale not in OUTPUT_SCALES:
+        raise ValueError(f"`output_scale` must be one of {OUTPUT_SCALES}, got {output_scale!r}.")
+    return output_scale
+
+
+def validate_float_input(x, who: str) -> None:
+    """Raise a TypeError unless `x` has a floating-point dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if "float" not in dtype:
+        raise TypeError(
+            f"{who} binarizes floating-point tensors, got dtype {dtype}. Cast "
+            "the input to float first (for images: keras.layers.Rescaling)."
+        )
+
+
 def _channel_axes(rank: int) -> tuple:
     return tuple(range(rank - 1))
 
@@ -210,6 +230,19 @@ def recu_kernel(w, tau, options: ClampOptions = ClampOptions()):
     return rectified_clamp(w, threshold)
 
 
+def binarize_kernel(kernel, tau, options: ClampOptions = ClampOptions(), output_scale: Optional[str] = None):
+    """ReCUSign's whole forward: standardize, clamp, sign (and optional scale).
+
+    Returns exactly +-1 (or +-mean|W2| per output channel with
+    `output_scale="mean_abs"`) in the kernel's dtype.
+    """
+    clamped = recu_kernel(kernel, tau, options)
+    binary = sign(clamped)
+    if output_scale == "mean_abs":
+        binary = binary * mean_abs_scale(clamped)
+    return ops.cast(binary, kernel.dtype)
+
+
 def mean_abs_scale(w):
     """XNOR-Net's scaling factor: mean |w| per output channel, shape `(1, ..., out)`."""
     return ops.mean(ops.abs(w), axis=_channel_axes(len(w.shape)), keepdims=True)
@@ -230,6 +263,13 @@ def clamp_range(w, tau, options: ClampOptions = ClampOptions()):
     mean, scale = standardization_moments(w, options.laplace_scale, options.epsilon)
     q = recu_threshold((w - mean) / scale, tau, options.per_channel_threshold)
     return mean - q * scale, mean + q * scale
+
+
+def clamp_latent(w, tau, options: ClampOptions = ClampOptions()):
+    """`w` clipped to its `clamp_range`, in w's dtype: ReCUClamp's whole step."""
+    low, high = clamp_range(w, tau, options)
+    clamped = ops.minimum(ops.maximum(ops.cast(w, low.dtype), low), high)
+    return ops.cast(clamped, w.dtype)
 
 
 def _sample_count(a):

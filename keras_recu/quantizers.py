@@ -26,22 +26,10 @@ from keras_recu._tau import HasTau, make_tau_variable
 
 __all__ = ["ReCUSign", "ReCUInputSign", "SteSign", "get", "serialize", "deserialize"]
 
-_OUTPUT_SCALES = (None, "mean_abs")
-
-
 def default_name(prefix: str) -> str:
     """Keras-style unique layer name; Keras would spell "ReCUSign" "re_cu_sign"."""
     uid = keras.backend.get_uid(prefix)
     return prefix if uid == 1 else f"{prefix}_{uid - 1}"
-
-
-def _check_float(x, who: str) -> None:
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    if "float" not in dtype:
-        raise TypeError(
-            f"{who} binarizes floating-point tensors, got dtype {dtype}. Cast "
-            "the input to float first (for images: keras.layers.Rescaling)."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -95,25 +83,17 @@ class ReCUSign(HasTau, keras.layers.Layer):
     ) -> None:
         kwargs.setdefault("name", default_name("recu_sign"))
         super().__init__(**kwargs)
-        if output_scale not in _OUTPUT_SCALES:
-            raise ValueError(
-                f"`output_scale` must be one of {_OUTPUT_SCALES}, got {output_scale!r}."
-            )
         self.options = recu_ops.ClampOptions(
             bool(standardize), float(laplace_scale), bool(per_channel_threshold), float(epsilon)
         )
-        self.output_scale = output_scale
+        self.output_scale = recu_ops.validate_output_scale(output_scale)
         self._tau = make_tau_variable(tau)
         self.built = True
 
     def call(self, kernel):
-        _check_float(kernel, type(self).__name__)
+        recu_ops.validate_float_input(kernel, type(self).__name__)
         recu_ops.validate_kernel_shape(kernel.shape, type(self).__name__, self.options.standardize)
-        clamped = recu_ops.recu_kernel(kernel, self._tau, self.options)
-        binary = recu_ops.sign(clamped)
-        if self.output_scale == "mean_abs":
-            binary = binary * recu_ops.mean_abs_scale(clamped)
-        return ops.cast(binary, kernel.dtype)
+        return recu_ops.binarize_kernel(kernel, self._tau, self.options, self.output_scale)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -160,7 +140,7 @@ class ReCUInputSign(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        _check_float(inputs, type(self).__name__)
+        recu_ops.validate_float_input(inputs, type(self).__name__)
         if len(inputs.shape) < 2:
             raise ValueError(
                 f"{type(self).__name__} normalizes per sample and needs a batch "
@@ -202,7 +182,7 @@ class SteSign(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        _check_float(inputs, type(self).__name__)
+        recu_ops.validate_float_input(inputs, type(self).__name__)
         if self.clip_value is None:
             return recu_ops.sign(inputs)
         # Straight through inside the clip range: the clip's own gradient.

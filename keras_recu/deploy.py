@@ -1,0 +1,360 @@
+"""Deployment: convert to a larq-compute-engine flatbuffer and prove it is binary and faithful.
+
+`convert` turns a Keras 3 model (exported to a SavedModel first) or a tf-keras
+/ larq model (LCE's Keras converter) into a TFLite flatbuffer for LCE's ARM
+runtime, and refuses, naming the layers, when LCE would leave a binary layer
+in float. `verify` runs the flatbuffer in LCE's interpreter next to the Keras
+model and reports the operator census, the binary layers that did not become
+`LceBconv2d`, the output errors, argmax agreement and the sizes.
+
+LCE's Python interpreter runs on x86-64 with reference kernels: correct but
+not fast. Its optimized kernels are for 64-bit ARM.
+
+Example:
+
+>>> import keras, numpy as np
+>>> from keras_recu.layers import ReCUConv2D
+>>> from keras_recu.deploy import convert, verify
+>>> model = keras.Sequential([keras.Input((8, 8, 4)), ReCUConv2D(8, 3, padding="same")])
+>>> flatbuffer = convert(model)
+>>> report = verify(model, flatbuffer, np.random.default_rng(0).normal(size=(4, 8, 8, 4)))
+>>> report.census["LceBconv2d"], report.float_binary_layers, report.max_abs_error < 1e-4
+(1, [], True)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["ConversionError", "VerificationReport", "binary_layers", "census", "convert", "verify"]
+
+_LCE_BINARY_OPS = ("LceBconv2d",)
+# What LCE 0.16 cannot execute in binary, whatever the graph looks like.
+_NO_BINARY_KERNEL = {
+    "dense": "LCE has no binary fully-connected op: keep this layer in float "
+    "(no quantizers) or, to accept the float fallback, pass allow_float=True",
+    "depthwise": "LCE has no binary depthwise convolution: use float quantizers for "
+    "it or pass allow_float=True",
+}
+
+
+class ConversionError(ValueError):
+    """The model cannot be deployed as asked (see the message for the fix)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryLayer:
+    """A layer with a 1-bit quantizer, as `convert` and `verify` see it."""
+
+    name: str
+    kind: str  # "conv", "dense" or "depthwise"
+    binary_input: bool
+    binary_kernel: bool
+
+    @property
+    def fully_binary(self) -> bool:
+        return self.binary_input and self.binary_kernel
+
+
+def _precision(quantizer) -> Optional[int]:
+    return getattr(quantizer, "precision", None)
+
+
+def _sublayers(model) -> List[Any]:
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def binary_layers(model) -> List[BinaryLayer]:
+    """Every layer of `model` (nested ones included) with a 1-bit input or kernel quantizer."""
+    found = []
+    for layer in _sublayers(model):
+        kernel_quantizer = getattr(layer, "depthwise_quantizer", None) or getattr(layer, "kernel_quantizer", None)
+        binary_input = _precision(getattr(layer, "input_quantizer", None)) == 1
+        binary_kernel = _precision(kernel_quantizer) == 1
+        if not (binary_input or binary_kernel):
+            continue
+        if hasattr(layer, "depthwise_quantizer"):
+            kind = "depthwise"
+        elif hasattr(layer, "filters"):
+            kind = "conv"
+        else:
+            kind = "dense"
+        found.append(BinaryLayer(layer.name, kind, binary_input, binary_kernel))
+    return found
+
+
+def _is_keras3(model) -> bool:
+    import keras
+
+    return isinstance(model, keras.Model)
+
+
+def _check_float32(model) -> None:
+    reduced = sorted(
+        {
+            f"{layer.name} ({layer.dtype_policy.name})"
+            for layer in [model, *_sublayers(model)]
+            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") != "float32"
+        }
+    )
+    if reduced:
+        raise ConversionError(
+            "convert() needs a float32 model, but these layers compute in reduced "
+            f"precision: {', '.join(reduced)}. LCE converts float32 graphs only. "
+            "Rebuild the model under keras.config.set_dtype_policy('float32') and "
+            "copy the trained weights into it (float_model.set_weights(model.get_weights()))."
+        )
+
+
+def _dtype(value: Union[str, Any]):
+    import tensorflow as tf
+
+    dtype = tf.as_dtype(value)
+    if dtype not in (tf.float32, tf.int8):
+        raise ConversionError(
+            f"inference input/output types must be float32 or int8, got {dtype.name}."
+        )
+    return dtype
+
+
+def census(flatbuffer: bytes) -> Dict[str, int]:
+    """Operator counts of a TFLite flatbuffer, LCE's custom ops by their names."""
+    return dict(collections.Counter(op for op, _ in _operators(flatbuffer)))
+
+
+def _operators(flatbuffer: bytes):
+    """(op name, tensor names it reads and writes) for each op of the main subgraph."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    ops = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if code.customCode:
+            name = code.customCode.decode()
+        else:
+            name = builtin_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "UNKNOWN")
+        tensors = [graph.tensors[i].name.decode() for i in [*op.inputs, *op.outputs] if i >= 0]
+        ops.append((name, tensors))
+    return ops
+
+
+def _layer_pattern(name: str) -> re.Pattern:
+    # Exported graphs scope ops by layer name; Keras 3 export adds "_<n>".
+    return re.compile(rf"(^|/){re.escape(name)}(_\d+)?(/|;|$)")
+
+
+def float_binary_layers(model, flatbuffer: bytes) -> List[BinaryLayer]:
+    """Binary layers of `model` that the flatbuffer does not execute as a binary op."""
+    ops = _operators(flatbuffer)
+    left = []
+    layers = binary_layers(model)
+    for layer in layers:
+        pattern = _layer_pattern(layer.name)
+        binary_ops = [op for op, tensors in ops if op in _LCE_BINARY_OPS and any(pattern.search(t) for t in tensors)]
+        if not (layer.kind == "conv" and layer.fully_binary and binary_ops):
+            left.append(layer)
+    # Names are a heuristic; the count is not: trust it when they disagree.
+    expected = sum(1 for layer in layers if layer.kind == "conv" and layer.fully_binary)
+    converted = sum(1 for op, _ in ops if op in _LCE_BINARY_OPS)
+    convs_left = [layer for layer in left if layer.kind == "conv" and layer.fully_binary]
+    if converted >= expected and convs_left:
+        left = [layer for layer in left if layer not in convs_left]
+    return left
+
+
+def _explain(layer: BinaryLayer) -> str:
+    if layer.kind in _NO_BINARY_KERNEL:
+        return f"{layer.name}: {_NO_BINARY_KERNEL[layer.kind]}"
+    if not layer.fully_binary:
+        side = "kernel" if layer.binary_input else "input"
+        return (
+            f"{layer.name}: only its {'input' if layer.binary_input else 'kernel'} is binary; "
+            f"LceBconv2d needs a 1-bit {side} quantizer too"
+        )
+    return (
+        f"{layer.name}: its binarization did not match an LCE sign pattern (write sign as "
+        "a select between the constants 1 and -1, as keras_recu.ops.sign does) or an "
+        "unsupported option is set (pad_values other than 0 or 1)"
+    )
+
+
+def convert(
+    model,
+    path: Optional[Union[str, os.PathLike]] = None,
+    *,
+    target: str = "arm",
+    inference_input_type="float32",
+    inference_output_type="float32",
+    default_int8_range: Optional[Sequence[float]] = None,
+    allow_float: bool = False,
+) -> bytes:
+    """Convert `model` to an LCE flatbuffer; write it to `path` when given.
+
+    Works for Keras 3 models (exported to a SavedModel, then
+    `larq_compute_engine.convert_saved_model`) and tf-keras / larq models
+    (`larq_compute_engine.convert_keras_model`).
+
+    Args:
+        model: a built float32 Keras 3 or tf-keras model.
+        path: where to write the flatbuffer (optional).
+        target: LCE's target, "arm" (default) or "xcore".
+        inference_input_type, inference_output_type: "float32" or "int8".
+            int8 needs a model with quantize/dequantize ops at its ends (from
+            quantization-aware training) or `default_int8_range`.
+        default_int8_range: (min, max) assumed for every float tensor without
+            a recorded range (LCE's `experimental_default_int8_range`); for
+            trying int8 without quantization-aware training, at a loss of
+            accuracy.
+        allow_float: accept binary layers that LCE leaves in float instead of
+            raising.
+
+    Raises:
+        ConversionError: the model uses a reduced-precision policy, or a
+            binary layer would run in float (unless `allow_float`); the
+            message names the layers and the fix.
+    """
+    import larq_compute_engine as lce
+
+    _check_float32(model)
+    options = dict(
+        inference_input_type=_dtype(inference_input_type),
+        inference_output_type=_dtype(inference_output_type),
+        target=target,
+        experimental_default_int8_range=None if default_int8_range is None else tuple(default_int8_range),
+    )
+    try:
+        if _is_keras3(model):
+            with tempfile.TemporaryDirectory() as export_dir:
+                model.export(export_dir, format="tf_saved_model", verbose=False)
+                flatbuffer = lce.convert_saved_model(export_dir, **options)
+        else:
+            flatbuffer = lce.convert_keras_model(model, **options)
+    except ValueError as error:
+        if "not integer quantized" not in str(error):
+            raise
+        raise ConversionError(
+            "int8 inference input/output needs a model with quantize/dequantize ops "
+            "at its ends (quantization-aware training), which this model does not "
+            "have. Use float32 input/output, or pass default_int8_range=(min, max) "
+            "to assume a range for every float tensor."
+        ) from error
+    left = float_binary_layers(model, flatbuffer)
+    if left and not allow_float:
+        details = "\n  ".join(_explain(layer) for layer in left)
+        raise ConversionError(
+            f"LCE would run {len(left)} binary layer(s) in float, so the model would "
+            f"not be a binary model:\n  {details}"
+        )
+    if path is not None:
+        with open(path, "wb") as file:
+            file.write(flatbuffer)
+    return flatbuffer
+
+
+@dataclasses.dataclass
+class VerificationReport:
+    """What `verify` measured; `str(report)` is a readable summary."""
+
+    census: Dict[str, int]
+    binary_layers: List[str]
+    float_binary_layers: List[str]
+    samples: int
+    max_abs_error: float
+    max_rel_error: float
+    argmax_agreement: Optional[float]
+    flatbuffer_bytes: int
+    float32_bytes: int
+
+    @property
+    def size_ratio(self) -> float:
+        """float32 parameter bytes / flatbuffer bytes (the compression)."""
+        return self.float32_bytes / self.flatbuffer_bytes
+
+    @property
+    def is_binary(self) -> bool:
+        return bool(self.binary_layers) and not self.float_binary_layers
+
+    def __str__(self) -> str:
+        ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.census.items()))
+        agreement = "n/a" if self.argmax_agreement is None else f"{self.argmax_agreement:.2%}"
+        left = ", ".join(self.float_binary_layers) or "none"
+        return "\n".join(
+            [
+                f"operators: {ops}",
+                f"binary layers: {len(self.binary_layers)}; left in float by LCE: {left}",
+                f"samples: {self.samples}; max |error| {self.max_abs_error:.3g}; "
+                f"max relative error {self.max_rel_error:.3g}; argmax agreement {agreement}",
+                f"flatbuffer {self.flatbuffer_bytes / 1024:.1f} KiB vs float32 parameters "
+                f"{self.float32_bytes / 1024:.1f} KiB ({self.size_ratio:.1f}x smaller)",
+            ]
+        )
+
+
+def _float32_parameter_bytes(model) -> int:
+    from keras_recu._tau import HasTau
+
+    state = {
+        id(holder.tau_variable)
+        for holder in [model, *_sublayers(model)]
+        if isinstance(holder, HasTau)
+    }
+    return 4 * sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in state)
+
+
+def _quantize(x, scale, zero_point, dtype):
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def verify(model, flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1) -> VerificationReport:
+    """Run `flatbuffer` in LCE's interpreter and `model` on the same inputs; compare.
+
+    Errors are measured on the model's (single) output: the maximum absolute
+    difference and that maximum over the largest |Keras output|. For outputs
+    of shape (batch, classes) the argmax agreement is reported too. int8
+    flatbuffer inputs and outputs are (de)quantized with their own scales.
+
+    A note on ties: an untrained model whose BatchNormalization still has its
+    initial statistics can map a binary conv's integer output to exactly 0,
+    where LCE's fused sign may break the tie the other way; trained models do
+    not show this.
+    """
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    inputs = np.asarray(inputs, dtype="float32")
+    expected = np.asarray(model.predict(inputs, verbose=0), dtype="float32")
+    interpreter = Interpreter(flatbuffer, num_threads=num_threads)
+    feed = inputs
+    if interpreter.input_types[0] == np.int8:
+        feed = _quantize(inputs, interpreter.input_scales[0], interpreter.input_zero_points[0], np.int8)
+    got = np.asarray(interpreter.predict(feed), dtype="float32")
+    if interpreter.output_types[0] == np.int8:
+        got = (got - interpreter.output_zero_points[0]) * interpreter.output_scales[0]
+    got = got.reshape(expected.shape)
+
+    abs_error = float(np.abs(got - expected).max())
+    scale = float(np.abs(expected).max()) or 1.0
+    agreement = None
+    if expected.ndim == 2 and expected.shape[1] > 1:
+        agreement = float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1)))
+    return VerificationReport(
+        census=census(flatbuffer),
+        binary_layers=[layer.name for layer in binary_layers(model)],
+        float_binary_layers=[layer.name for layer in float_binary_layers(model, flatbuffer)],
+        samples=len(inputs),
+        max_abs_error=abs_error,
+        max_rel_error=abs_error / scale,
+        argmax_agreement=agreement,
+        flatbuffer_bytes=len(flatbuffer),
+        float32_bytes=_float32_parameter_bytes(model),
+    )
