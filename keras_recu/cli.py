@@ -2,6 +2,12 @@
 
 `keras-recu demo`: a short ReCU training on synthetic data, which shows the
 tau schedule at work and checks that the trained model saves and reloads.
+
+`keras-recu convert MODEL.keras -o MODEL.tflite [--verify]`: prints the
+model's summary, converts it to a larq-compute-engine flatbuffer (refusing a
+model that LCE would leave partly in float), prints the operator census and,
+with --verify, runs the flatbuffer next to the Keras model and prints the
+verification report.
 """
 
 from __future__ import annotations
@@ -91,6 +97,44 @@ def run_demo(out: Path, epochs: int, samples: int, seed: int) -> dict:
     return metrics
 
 
+def run_convert(args) -> int:
+    import keras
+    import numpy as np
+
+    import keras_recu.layers  # noqa: F401  (registers the classes for loading)
+    from keras_recu.deploy import ConversionError, census, convert, verify
+    from keras_recu.profile import summary
+
+    if not args.model.exists():
+        print(f"keras-recu convert: no such file: {args.model}", file=sys.stderr)
+        return 2
+    model = keras.models.load_model(args.model)
+    summary(model)
+    output = args.output or args.model.with_suffix(".tflite")
+    try:
+        flatbuffer = convert(
+            model,
+            output,
+            inference_input_type=args.io_type,
+            inference_output_type=args.io_type,
+            allow_float=args.allow_float,
+        )
+    except ConversionError as error:
+        print(f"keras-recu convert: {error}", file=sys.stderr)
+        return 1
+    ops = ", ".join(f"{name} x{count}" for name, count in sorted(census(flatbuffer).items()))
+    print(f"Wrote {output} ({len(flatbuffer) / 1024:.1f} KiB). Operators: {ops}")
+    if args.verify:
+        if args.inputs is not None:
+            inputs = np.load(args.inputs)
+        else:
+            shape = (args.samples, *model.inputs[0].shape[1:])
+            inputs = np.random.default_rng(args.seed).normal(size=shape).astype("float32")
+            print(f"Verifying on {args.samples} random normal inputs of shape {shape[1:]}.")
+        print(verify(model, flatbuffer, inputs))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="keras-recu", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,8 +143,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--samples", type=int, default=4000)
     demo.add_argument("--seed", type=int, default=0)
+    convert = commands.add_parser("convert", help="convert a .keras model to an LCE flatbuffer")
+    convert.add_argument("model", type=Path, help="a Keras 3 model file (.keras)")
+    convert.add_argument("-o", "--output", type=Path, help="flatbuffer path (default: MODEL.tflite)")
+    convert.add_argument("--verify", action="store_true", help="compare the flatbuffer with the model")
+    convert.add_argument("--inputs", type=Path, help="a .npy batch to verify on (default: random normal)")
+    convert.add_argument("--samples", type=int, default=32, help="random inputs to verify on")
+    convert.add_argument("--seed", type=int, default=0)
+    convert.add_argument("--io-type", choices=["float32", "int8"], default="float32")
+    convert.add_argument("--allow-float", action="store_true", help="accept binary layers LCE leaves in float")
     args = parser.parse_args(argv)
 
+    if args.command == "convert":
+        return run_convert(args)
     if args.command == "demo":
         if args.epochs < 1 or args.samples < 100:
             parser.error("--epochs must be >= 1 and --samples >= 100")
