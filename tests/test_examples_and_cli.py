@@ -70,3 +70,11 @@ def test_keras3_front_runs_without_tf_keras(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["reloaded_model_identical"] is True
+
+
+def test_convert_benchmark_runs(capsys):
+    namespace = runpy.run_path(str(ROOT / "benchmarks" / "convert.py"), run_name="benchmark")
+    result = namespace["main"](["--runs", "2", "--samples", "4"])
+    assert result["census"]["LceBconv2d"] == result["binary_convs"] == 18
+    assert 0.26e6 < result["parameters"] < 0.28e6  # ResNet-20: about 0.27M
+    assert result["parity"]["binary_layers_left_in_float"] == []

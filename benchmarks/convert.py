@@ -1,0 +1,209 @@
+"""Deployment figures for a ReCU ResNet-20 1w1a: conversion, size, parity, latency.
+
+What is measured (one process, one machine):
+
+* conversion time of the Keras 3 model to a larq-compute-engine flatbuffer
+  (`keras_recu.deploy.convert`: SavedModel export + LCE converter);
+* the flatbuffer's size against the float32 TFLite flatbuffer of the same
+  network with float convolutions (TensorFlow's own converter);
+* parity of the LCE flatbuffer with the Keras model (`keras_recu.deploy.verify`);
+* single-image latency of the LCE flatbuffer in LCE's interpreter against the
+  float32 TFLite flatbuffer in TensorFlow's interpreter (XNNPACK), median of
+  `--runs`, for 1 and 2 threads, interleaved.
+
+Honest label: on x86-64, LCE's interpreter runs its portable C++ kernels, not
+the optimized 64-bit ARM ones LCE is built for; the latency ratio here says
+nothing about a phone or an ARM board. The size ratio and the census do.
+
+The network is ResNet-20 1w1a as in the ReCU paper (16-32-64 channels, 3
+stages of 3 basic blocks, a residual and hardtanh per binary conv, option-A
+down-sampling shortcut, first conv and last dense in float), built here until
+`keras_recu.models` provides it. Its BatchNorm statistics are randomized, as
+trained ones would be (see the tie note in `keras_recu.deploy.verify`).
+
+Run (repository root):
+
+    PYTHONPATH=. .venv/bin/python benchmarks/convert.py [--runs 50] [--json out.json]
+
+The last line printed is `RESULT {...}`, all figures as one JSON object.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Callable, Optional, Sequence  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_recu.deploy import census, convert, verify  # noqa: E402
+from keras_recu.layers import ReCUConv2D  # noqa: E402
+
+
+def _binary_or_float_conv(binary: bool, filters: int, strides: int):
+    if binary:
+        return ReCUConv2D(filters, 3, strides=strides, padding="same")
+    return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)
+
+
+def resnet20(binary: bool = True, input_shape=(32, 32, 3), classes: int = 10) -> keras.Model:
+    """ResNet-20 1w1a (binary=True) or its float twin (binary=False)."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.Activation("hard_tanh")(keras.layers.BatchNormalization()(x))
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(3):
+            for conv in range(2):
+                strides = 2 if stage > 0 and block == 0 and conv == 0 else 1
+                shortcut = x
+                if strides == 2:
+                    shortcut = keras.layers.AveragePooling2D(2)(x)
+                    extra = filters - x.shape[-1]
+                    shortcut = keras.layers.Lambda(
+                        lambda t, extra=extra: keras.ops.pad(t, [(0, 0), (0, 0), (0, 0), (0, extra)])
+                    )(shortcut)
+                y = _binary_or_float_conv(binary, filters, strides)(x)
+                y = keras.layers.BatchNormalization()(y)
+                x = keras.layers.Activation("hard_tanh")(keras.layers.Add()([y, shortcut]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x), name="resnet20_1w1a" if binary else "resnet20_float")
+
+
+def randomize_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
+                rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape),
+            ])
+
+
+def float_tflite(model: keras.Model) -> bytes:
+    with tempfile.TemporaryDirectory() as export_dir:
+        model.export(export_dir, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(export_dir).convert()
+
+
+def lce_runner(flatbuffer: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    interpreter = Interpreter(flatbuffer, num_threads=threads)
+    return interpreter.predict
+
+
+def tflite_runner(flatbuffer: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(input_index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)
+
+    return run
+
+
+def median_latency_ms(runners: dict, image: np.ndarray, runs: int) -> dict:
+    """Interleaved single-image latencies, median per runner, in ms."""
+    times = {name: [] for name in runners}
+    for run in runners.values():
+        run(image)  # warm-up
+    for _ in range(runs):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(image)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="timed single-image runs per interpreter")
+    parser.add_argument("--samples", type=int, default=64, help="images for the parity check")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    keras.utils.set_random_seed(args.seed)
+    model = resnet20(binary=True)
+    randomize_batch_norm(model, rng)
+    twin = resnet20(binary=False)
+
+    start = time.perf_counter()
+    flatbuffer = convert(model)
+    convert_seconds = time.perf_counter() - start
+    float_flatbuffer = float_tflite(twin)
+    images = rng.normal(size=(args.samples, 32, 32, 3)).astype("float32")
+    report = verify(model, flatbuffer, images)
+
+    image = images[:1]
+    latency = {}
+    for threads in (1, 2):
+        latency[f"{threads} thread(s)"] = median_latency_ms(
+            {"lce_flatbuffer": lce_runner(flatbuffer, threads), "float32_tflite": tflite_runner(float_flatbuffer, threads)},
+            image,
+            args.runs,
+        )
+
+    result = {
+        "benchmark": "keras_recu convert, ResNet-20 1w1a",
+        "parameters": model.count_params(),
+        "binary_convs": len(report.binary_layers),
+        "census": census(flatbuffer),
+        "convert_seconds": round(convert_seconds, 2),
+        "lce_flatbuffer_kib": round(len(flatbuffer) / 1024, 1),
+        "float32_tflite_kib": round(len(float_flatbuffer) / 1024, 1),
+        "size_ratio_float_over_lce": round(len(float_flatbuffer) / len(flatbuffer), 2),
+        "parity": {
+            "samples": report.samples,
+            "max_abs_error": report.max_abs_error,
+            "max_rel_error": report.max_rel_error,
+            "argmax_agreement": report.argmax_agreement,
+            "binary_layers_left_in_float": report.float_binary_layers,
+        },
+        "latency_ms_single_image_x86": latency,
+        "latency_note": "x86-64: LCE runs portable kernels, not its optimized ARM64 ones",
+        "environment": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    print(f"ResNet-20 1w1a: {result['parameters']} parameters, {result['binary_convs']} binary convs")
+    print(f"operators: {result['census']}")
+    print(f"conversion: {result['convert_seconds']} s")
+    print(
+        f"size: LCE {result['lce_flatbuffer_kib']} KiB vs float32 TFLite {result['float32_tflite_kib']} KiB "
+        f"({result['size_ratio_float_over_lce']}x smaller)"
+    )
+    print(f"parity: {report}")
+    for threads, values in latency.items():
+        print(f"latency, {threads}, single image, x86 (LCE portable kernels): {values}")
+    line = json.dumps(result)
+    print("RESULT " + line)
+    if args.json:
+        with open(args.json, "w") as file:
+            file.write(line + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
