@@ -6,19 +6,7 @@ import pytest
 
 from keras_recu.deploy import ConversionError, census, convert, verify
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
-
-
-def randomize_batch_norm(model, rng):
-    # Initial BN statistics map some integer bconv outputs to exactly 0.0,
-    # where LCE's fused sign may break the tie differently; trained (here:
-    # random) statistics do not.
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
-                rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape),
-            ])
+from tests.model_utils import randomize_batch_norm
 
 
 def shortcut_a(x, filters):

@@ -16,6 +16,7 @@ import torch
 
 from keras_recu.deploy import census, convert, verify
 from tests import torch_reference as ref
+from tests.model_utils import randomize_batch_norm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,11 +162,7 @@ def test_tau_schedule_reaches_larqs_compiled_train_step(rng):
 
 def test_larq_model_converts_with_every_binary_conv_as_lce_bconv2d(rng):
     model = larq_model()
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
-                               rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    randomize_batch_norm(model, rng)
     flatbuffer = convert(model)
     ops = census(flatbuffer)
     assert ops["LceBconv2d"] == 2 and ops["CONV_2D"] == 1

@@ -1,7 +1,5 @@
 """The quantizers' forward lowers to larq-compute-engine's binary ops."""
 
-import collections
-
 import keras
 import numpy as np
 import pytest
@@ -9,30 +7,14 @@ import tensorflow as tf
 from larq_compute_engine import convert_saved_model
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
+from keras_recu.deploy import census
 from keras_recu.layers import QuantConv2D, ReCUConv2D
+from tests.model_utils import randomize_batch_norm
 
 
 def convert(model, tmp_path):
     model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
     return convert_saved_model(str(tmp_path / "saved_model"))
-
-
-def census(flatbuffer):
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    return collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
-
-
-def randomize_batch_norm(model, rng):
-    # Freshly initialized BatchNorm maps an all-integer bconv output exactly to
-    # 0.0 now and then; LCE's fused threshold then breaks the sign(0) tie the
-    # other way. Trained statistics (as here, random) have no such ties.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
-                rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape),
-            ])
 
 
 def test_recu_layers_become_lce_bconv2d(tmp_path, rng):
