@@ -298,3 +298,10 @@ def test_op_count_rejects_other_op_types():
     profile = summary(_example_model(), print_fn=_quiet)
     with pytest.raises(ValueError, match="mac"):
         profile.op_count(op_type="add")
+
+
+def test_summary_is_exported_at_package_level():
+    import keras_recu
+    from keras_recu import profile
+
+    assert keras_recu.summary is profile.summary
