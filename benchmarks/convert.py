@@ -15,11 +15,11 @@ Honest label: on x86-64, LCE's interpreter runs its portable C++ kernels, not
 the optimized 64-bit ARM ones LCE is built for; the latency ratio here says
 nothing about a phone or an ARM board. The size ratio and the census do.
 
-The network is ResNet-20 1w1a as in the ReCU paper (16-32-64 channels, 3
+The network is `keras_recu.models.resnet20_1w1a` (16-32-64 channels, 3
 stages of 3 basic blocks, a residual and hardtanh per binary conv, option-A
-down-sampling shortcut, first conv and last dense in float), built here until
-`keras_recu.models` provides it. Its BatchNorm statistics are randomized, as
-trained ones would be (see the tie note in `keras_recu.deploy.verify`).
+down-sampling shortcut, first conv and last dense in float). Its BatchNorm
+statistics are randomized, as trained ones would be (see the tie note in
+`keras_recu.deploy.verify`).
 
 Run (repository root):
 
@@ -49,36 +49,22 @@ import tensorflow as tf  # noqa: E402
 
 from keras_recu.deploy import census, convert, verify  # noqa: E402
 from keras_recu.layers import ReCUConv2D  # noqa: E402
+from keras_recu.models import resnet20_1w1a  # noqa: E402
 
 
-def _binary_or_float_conv(binary: bool, filters: int, strides: int):
+def resnet20(binary: bool = True) -> keras.Model:
+    """ResNet-20 1w1a (binary=True) or its float twin: the same graph, float convs."""
+    model = resnet20_1w1a(input_shape=(32, 32, 3), num_classes=10)
     if binary:
-        return ReCUConv2D(filters, 3, strides=strides, padding="same")
-    return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)
+        return model
+    # The float twin: every ReCUConv2D without quantizers and without alpha.
+    def float_conv(layer):
+        if isinstance(layer, ReCUConv2D):
+            return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                                       padding=layer.padding, use_bias=False, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
 
-
-def resnet20(binary: bool = True, input_shape=(32, 32, 3), classes: int = 10) -> keras.Model:
-    """ResNet-20 1w1a (binary=True) or its float twin (binary=False)."""
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-    x = keras.layers.Activation("hard_tanh")(keras.layers.BatchNormalization()(x))
-    for stage, filters in enumerate((16, 32, 64)):
-        for block in range(3):
-            for conv in range(2):
-                strides = 2 if stage > 0 and block == 0 and conv == 0 else 1
-                shortcut = x
-                if strides == 2:
-                    shortcut = keras.layers.AveragePooling2D(2)(x)
-                    extra = filters - x.shape[-1]
-                    shortcut = keras.layers.Lambda(
-                        lambda t, extra=extra: keras.ops.pad(t, [(0, 0), (0, 0), (0, 0), (0, extra)])
-                    )(shortcut)
-                y = _binary_or_float_conv(binary, filters, strides)(x)
-                y = keras.layers.BatchNormalization()(y)
-                x = keras.layers.Activation("hard_tanh")(keras.layers.Add()([y, shortcut]))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.BatchNormalization()(x)
-    return keras.Model(inputs, keras.layers.Dense(classes)(x), name="resnet20_1w1a" if binary else "resnet20_float")
+    return keras.models.clone_model(model, clone_function=float_conv)
 
 
 def randomize_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
@@ -174,6 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             "samples": report.samples,
             "max_abs_error": report.max_abs_error,
             "max_rel_error": report.max_rel_error,
+            "matching_samples": report.matching_samples,
             "argmax_agreement": report.argmax_agreement,
             "binary_layers_left_in_float": report.float_binary_layers,
         },

@@ -12,7 +12,11 @@ Modules, one per concept:
 * `keras_recu.profile`: `summary`, larq's summary table for Keras 3 models
   (also as `keras_recu.summary`);
 * `keras_recu.deploy`: `convert` and `verify` with larq-compute-engine;
-* `keras_recu.larq`: the same method for larq's layers under tf-keras.
+* `keras_recu.larq`: the same method for larq's layers under tf-keras;
+* `keras_recu.models`: the paper's ResNet-20/18/34 and VGG-small 1w1a;
+* `keras_recu.data`: tf.data pipelines, offline Fashion-MNIST, tensorflow-datasets;
+* `keras_recu.optimizers`: `L2SGD`, SGD with PyTorch's coupled weight decay;
+* `keras_recu.train`, `keras_recu.report`: the main job and its report.
 
 Submodules load on first use: `import keras_recu.larq` must be able to
 arrange tf-keras before anything imports TensorFlow.
@@ -22,7 +26,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "constraints", "deploy", "larq", "layers", "ops", "profile", "quantizers")
+_SUBMODULES = (
+    "callbacks", "cli", "constraints", "data", "deploy", "larq", "layers", "models",
+    "ops", "optimizers", "profile", "quantizers", "report", "train",
+)
 
 __all__ = [*_SUBMODULES, "summary", "__version__"]
 

@@ -1,100 +1,31 @@
 """The `keras-recu` command line.
 
-`keras-recu demo`: a short ReCU training on synthetic data, which shows the
-tau schedule at work and checks that the trained model saves and reloads.
-
-`keras-recu convert MODEL.keras -o MODEL.tflite [--verify]`: prints the
-model's summary, converts it to a larq-compute-engine flatbuffer (refusing a
-model that LCE would leave partly in float), prints the operator census and,
-with --verify, runs the flatbuffer next to the Keras model and prints the
-verification report.
+    keras-recu train --model resnet20_1w1a --dataset fashion_mnist --epochs N --out RUN_DIR
+        Train with the paper's recipe, checkpoint every epoch (--resume continues),
+        evaluate, convert to LCE, verify, and write the report into RUN_DIR.
+    keras-recu evaluate RUN_DIR|MODEL.keras [--dataset NAME]
+        Test loss and accuracy.
+    keras-recu convert RUN_DIR|MODEL.keras [-o MODEL.tflite] [--verify]
+        Print the summary table, convert to an LCE flatbuffer (refusing a model
+        that LCE would leave partly in float), print the operator census and,
+        with --verify, the verification report.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def synthetic_images(samples: int, size: int = 16, classes: int = 10, seed: int = 0):
-    """Noisy copies of one random binary template per class: learnable, offline.
-
-    Returns `(x, y)`, x of shape (samples, size, size, 1) in float32.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    templates = np.sign(rng.normal(size=(classes, size, size, 1)))
-    labels = rng.integers(0, classes, size=samples)
-    noise = rng.normal(0.0, 1.5, size=(samples, size, size, 1))
-    return (templates[labels] + noise).astype("float32"), labels.astype("int32")
-
-
-def demo_model(size: int = 16, classes: int = 10, tau: float = 0.85):
-    """A small CNN with two ReCU binary convolutions (first conv and head in float)."""
-    import keras
-
-    from keras_recu.layers import ReCUConv2D
-
-    inputs = keras.Input((size, size, 1))
-    x = keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    for filters, strides in ((32, 1), (64, 2)):
-        x = ReCUConv2D(filters, 3, strides=strides, padding="same", tau=tau)(x)
-        x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes)(x)
-    return keras.Model(inputs, outputs, name="recu_demo")
-
-
-def run_demo(out: Path, epochs: int, samples: int, seed: int) -> dict:
-    import keras
-    import numpy as np
-
-    from keras_recu.callbacks import TauScheduler
-
-    keras.utils.set_random_seed(seed)
-    x, y = synthetic_images(samples, seed=seed)
-    split = int(0.8 * samples)
-    model = demo_model()
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    start = time.perf_counter()
-    history = model.fit(
-        x[:split],
-        y[:split],
-        validation_data=(x[split:], y[split:]),
-        epochs=epochs,
-        batch_size=64,
-        callbacks=[TauScheduler(0.85, 0.99)],
-        verbose=2,
-    )
-    seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "model.keras"
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    same = bool(np.array_equal(model.predict(x[split:], verbose=0), reloaded.predict(x[split:], verbose=0)))
-    metrics = {
-        "epochs": epochs,
-        "train_seconds": round(seconds, 2),
-        "tau_per_epoch": [round(t, 5) for t in history.history["tau"]],
-        "val_accuracy": round(float(history.history["val_accuracy"][-1]), 4),
-        "reloaded_model_identical": same,
-        "model": str(path),
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+def _model_path(path: Path) -> Path:
+    return path / "model.keras" if path.is_dir() else path
 
 
 def run_convert(args) -> int:
@@ -102,15 +33,17 @@ def run_convert(args) -> int:
     import numpy as np
 
     import keras_recu.layers  # noqa: F401  (registers the classes for loading)
+    import keras_recu.models  # noqa: F401
     from keras_recu.deploy import ConversionError, census, convert, verify
     from keras_recu.profile import summary
 
-    if not args.model.exists():
-        print(f"keras-recu convert: no such file: {args.model}", file=sys.stderr)
+    model_path = _model_path(args.model)
+    if not model_path.exists():
+        print(f"keras-recu convert: no such file: {model_path}", file=sys.stderr)
         return 2
-    model = keras.models.load_model(args.model)
+    model = keras.models.load_model(model_path)
     summary(model)
-    output = args.output or args.model.with_suffix(".tflite")
+    output = args.output or model_path.with_suffix(".tflite")
     try:
         flatbuffer = convert(
             model,
@@ -135,16 +68,71 @@ def run_convert(args) -> int:
     return 0
 
 
+def _train_parser(commands) -> None:
+    from keras_recu.train import STRATEGIES, TrainConfig
+
+    defaults = TrainConfig()
+    train = commands.add_parser("train", help="train, convert, verify and report (the main job)")
+    train.add_argument("--out", default=defaults.out, help="run directory")
+    train.add_argument("--model", default=defaults.model, help="resnet20_1w1a, resnet18_1w1a, resnet34_1w1a, vgg_small_1w1a")
+    train.add_argument("--dataset", default=defaults.dataset, help="fashion_mnist (offline default), cifar10, cifar100, mnist, ...")
+    train.add_argument("--data-dir", default=None, help="local data (IDX files or a tensorflow_datasets directory)")
+    train.add_argument("--no-download", dest="download", action="store_false", help="never download data (offline)")
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--stop-after", type=int, default=None, help="end this session after epoch N (resume later)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--momentum", type=float, default=defaults.momentum)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="PyTorch-style (coupled) L2")
+    train.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    train.add_argument("--tau-min", type=float, default=defaults.tau_min)
+    train.add_argument("--tau-max", type=float, default=defaults.tau_max)
+    train.add_argument("--no-augment", dest="augment", action="store_false")
+    train.add_argument("--limit-train", type=int, default=None, help="train on the first N examples")
+    train.add_argument("--limit-test", type=int, default=None, help="test on the first N examples")
+    train.add_argument("--verify-samples", type=int, default=defaults.verify_samples)
+    train.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy)
+    train.add_argument("--jit-compile", action="store_true")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--verbose", default=defaults.verbose, help="Keras fit verbosity: auto, 0, 1, 2")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+
+def run_train(args) -> int:
+    from keras_recu.train import TrainConfig, run
+
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    values = {key: value for key, value in vars(args).items() if key in fields}
+    if values["verbose"] not in ("auto",):
+        values["verbose"] = int(values["verbose"])
+    config = TrainConfig(**values)
+    try:
+        metrics = run(config, resume=args.resume)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+        print(f"keras-recu train: {error}", file=sys.stderr)
+        return 2
+    out = Path(config.out).resolve()
+    deployment = metrics["deployment"]
+    print(
+        f"\nTest accuracy {metrics['test_accuracy']:.2%}; LCE flatbuffer {deployment['flatbuffer_kib']} KiB, "
+        f"argmax agreement with Keras {deployment['argmax_agreement']:.2%} on {deployment['verify_samples']} test images."
+    )
+    print(f"Report: {out / 'report.md'} (plots and metrics.json beside it)")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="keras-recu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="keras-recu", description="ReCU binary neural networks: train, convert, verify.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="short ReCU training on synthetic data")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
-    demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--samples", type=int, default=4000)
-    demo.add_argument("--seed", type=int, default=0)
-    convert = commands.add_parser("convert", help="convert a .keras model to an LCE flatbuffer")
-    convert.add_argument("model", type=Path, help="a Keras 3 model file (.keras)")
+    _train_parser(commands)
+
+    evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run or a .keras file")
+    evaluate.add_argument("model", type=Path, help="a run directory or a .keras file")
+    evaluate.add_argument("--dataset", default=None, help="defaults to the run's data set")
+    evaluate.add_argument("--data-dir", default=None)
+
+    convert = commands.add_parser("convert", help="convert a run or a .keras model to an LCE flatbuffer")
+    convert.add_argument("model", type=Path, help="a run directory or a Keras 3 model file (.keras)")
     convert.add_argument("-o", "--output", type=Path, help="flatbuffer path (default: MODEL.tflite)")
     convert.add_argument("--verify", action="store_true", help="compare the flatbuffer with the model")
     convert.add_argument("--inputs", type=Path, help="a .npy batch to verify on (default: random normal)")
@@ -154,16 +142,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     convert.add_argument("--allow-float", action="store_true", help="accept binary layers LCE leaves in float")
     args = parser.parse_args(argv)
 
+    if args.command == "train":
+        return run_train(args)
     if args.command == "convert":
         return run_convert(args)
-    if args.command == "demo":
-        if args.epochs < 1 or args.samples < 100:
-            parser.error("--epochs must be >= 1 and --samples >= 100")
-        print("keras-recu demo: a small budget (synthetic 16x16 data, CPU), not a benchmark.")
-        metrics = run_demo(args.out, args.epochs, args.samples, args.seed)
-        print(json.dumps(metrics, indent=2))
-        print(f"Model and metrics written to {args.out.resolve()}")
-        return 0 if metrics["reloaded_model_identical"] else 1
+    if args.command == "evaluate":
+        from keras_recu.train import evaluate as evaluate_model
+
+        if not _model_path(args.model).exists():
+            print(f"keras-recu evaluate: no such file: {_model_path(args.model)}", file=sys.stderr)
+            return 2
+        try:
+            print(json.dumps(evaluate_model(str(args.model), args.dataset, args.data_dir), indent=2))
+        except (ValueError, RuntimeError) as error:
+            print(f"keras-recu evaluate: {error}", file=sys.stderr)
+            return 2
+        return 0
     return 2
 
 

@@ -17,16 +17,6 @@ def test_quickstart_example_runs():
     assert 0.0 <= accuracy <= 1.0
 
 
-def test_cli_demo_writes_metrics(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path), "--epochs", "2", "--samples", "400"]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    a = 0.14 / (math.e - 1)
-    assert metrics["tau_per_epoch"] == [0.85, round(a * math.exp(0.5) + 0.85 - a, 5)]
-    assert metrics["reloaded_model_identical"] is True
-    assert (tmp_path / "model.keras").exists()
-    assert "small budget" in capsys.readouterr().out
-
-
 def test_train_step_benchmark_quick_path_runs(capsys):
     """The benchmark's code path, on a toy size (no timing asserted)."""
     namespace = runpy.run_path(str(ROOT / "benchmarks" / "train_step.py"), run_name="benchmark")
@@ -65,11 +55,14 @@ def test_keras3_front_runs_without_tf_keras(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "keras_recu.cli", "demo", "--out", str(tmp_path), "--epochs", "1", "--samples", "200"],
+        [sys.executable, "-m", "keras_recu.cli", "train", "--out", str(tmp_path), "--dataset", "synthetic",
+         "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--limit-train", "64",
+         "--limit-test", "32", "--verify-samples", "8", "--verbose", "0"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "metrics.json").read_text())["reloaded_model_identical"] is True
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["deployment"]["census"]["LceBconv2d"] == 18
 
 
 def test_convert_benchmark_runs(capsys):
