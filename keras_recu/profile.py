@@ -61,6 +61,7 @@ import keras
 
 from keras_recu._tau import _layers_of, find_tau_holders
 from keras_recu.layers import ReCUConv2D
+from keras_recu.models import ChannelZeroPad
 
 __all__ = ["WeightProfile", "OperationProfile", "LayerProfile", "ModelProfile", "summary"]
 
@@ -81,6 +82,7 @@ MAC_LAYERS = (
 
 # Layers known to perform no MACs: their MAC cells read 0 rather than "?".
 ZERO_MAC_LAYERS = (
+    ChannelZeroPad,
     keras.layers.InputLayer,
     keras.layers.Flatten,
     keras.layers.Reshape,

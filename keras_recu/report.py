@@ -32,7 +32,10 @@ def plot_training(history: Dict[str, list], path: Path) -> None:
         if key in history:
             right.plot(epochs, history[key], marker="o", label=label)
     right.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    from matplotlib.ticker import MaxNLocator
+
     for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
@@ -46,6 +49,9 @@ def plot_tau(history: Dict[str, list], path: Path) -> None:
     tau = history.get("tau", [])
     axis.plot(np.arange(1, len(tau) + 1), tau, marker="o", color="tab:purple")
     axis.set(title="ReCU clamp quantile tau", xlabel="epoch", ylabel="tau")
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
