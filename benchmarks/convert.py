@@ -48,23 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_recu.deploy import census, convert, verify  # noqa: E402
-from keras_recu.layers import ReCUConv2D  # noqa: E402
-from keras_recu.models import resnet20_1w1a  # noqa: E402
-
-
-def resnet20(binary: bool = True) -> keras.Model:
-    """ResNet-20 1w1a (binary=True) or its float twin: the same graph, float convs."""
-    model = resnet20_1w1a(input_shape=(32, 32, 3), num_classes=10)
-    if binary:
-        return model
-    # The float twin: every ReCUConv2D without quantizers and without alpha.
-    def float_conv(layer):
-        if isinstance(layer, ReCUConv2D):
-            return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
-                                       padding=layer.padding, use_bias=False, name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    return keras.models.clone_model(model, clone_function=float_conv)
+from keras_recu.models import float_twin, resnet20_1w1a  # noqa: E402
 
 
 def randomize_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
@@ -127,9 +111,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     rng = np.random.default_rng(args.seed)
     keras.utils.set_random_seed(args.seed)
-    model = resnet20(binary=True)
+    model = resnet20_1w1a(input_shape=(32, 32, 3), num_classes=10)
     randomize_batch_norm(model, rng)
-    twin = resnet20(binary=False)
+    twin = float_twin(model)
 
     start = time.perf_counter()
     flatbuffer = convert(model)

@@ -423,3 +423,27 @@ def get(name: str) -> Callable[..., keras.Model]:
         raise ValueError(
             f"Unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}."
         ) from None
+
+
+def float_twin(model: keras.Model) -> keras.Model:
+    """The same network with every `ReCUConv2D` replaced by a float `Conv2D`.
+
+    Same graph, shapes, names and initializers; no quantizers and no alpha
+    (a float conv needs no output scale). The full-precision baseline of an
+    ablation, and the float32 reference of a size comparison. Weights are
+    freshly initialized, not copied.
+
+    >>> twin = float_twin(resnet20_1w1a(input_shape=(28, 28, 1)))
+    >>> sum(isinstance(layer, ReCUConv2D) for layer in twin.layers)
+    0
+    """
+
+    def clone(layer):
+        if isinstance(layer, ReCUConv2D):
+            return keras.layers.Conv2D(
+                layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
+                use_bias=False, kernel_initializer=layer.kernel_initializer, name=layer.name,
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
