@@ -52,6 +52,20 @@ ratio. `--attribute` adds two hybrids (ReCU with the floor's input quantizer,
 ReCU with the floor's kernel quantizer) and ReCU with its activation gradient
 not normalized, to say where ReCU's extra time goes.
 
+ResNet-20 (`--model resnet20`)
+------------------------------
+The same comparison on the paper's network: `keras_recu.models.resnet20_1w1a`
+(32 x 32 x 3 input, 10 classes, 18 `ReCUConv2D`; float stem conv and dense
+head, BatchNorm, hardtanh, residuals) against the same network in which
+every `ReCUConv2D`'s input quantizer is replaced by the floor's STE sign
+(`ste_input_sign`) and its kernel quantizer by sign with identity gradient
+(`ste_kernel_sign`): same graph, same alpha, same initial weights, only the
+binarizations' gradients (and ReCU's kernel standardization and clamp)
+differ. Loss: sparse categorical cross-entropy on random labels; optimizer
+and method as above; batch 128 by default. Reported: the ratio and the steps
+per second of both. `--attribute` adds the same hybrids, made by the same
+quantizer swaps. `--size`, `--channels` and `--layers` do not apply.
+
 The machine must be otherwise idle: another process on the same cores moves
 single rounds by tens of percent. The 1-minute load average before and after
 each jit setting is reported (the benchmark itself accounts for about
@@ -62,6 +76,7 @@ Run (from the repository root):
     PYTHONPATH=. .venv/bin/python benchmarks/train_step.py
     PYTHONPATH=. .venv/bin/python benchmarks/train_step.py --quick
     PYTHONPATH=. .venv/bin/python benchmarks/train_step.py --jit off --attribute --json out.json
+    PYTHONPATH=. .venv/bin/python benchmarks/train_step.py --model resnet20 --jit off
 
 The last line printed is `RESULT {...}`, the results as one JSON object.
 """
@@ -88,6 +103,7 @@ from keras import ops  # noqa: E402
 
 from keras_recu import ops as recu_ops  # noqa: E402
 from keras_recu.layers import ReCUConv2D  # noqa: E402
+from keras_recu.models import resnet20_1w1a  # noqa: E402
 
 # One tf.function per model is traced once; TF's "N out of the last M calls
 # triggered retracing" warning counts across models and would only be noise.
@@ -96,6 +112,8 @@ tf.get_logger().setLevel("ERROR")
 TARGET_RATIO = 1.10
 
 QUICK = dict(batch=8, size=16, channels=16, layers=2, steps=3, rounds=2, warmup=1)
+MODELS = ("stack", "resnet20")
+DEFAULT_BATCH = {"stack": 64, "resnet20": 128}
 
 
 # --------------------------------------------------------------------------
@@ -221,6 +239,79 @@ def make_batch(batch: int, size: int, channels: int, seed: int) -> tuple:
 
 
 # --------------------------------------------------------------------------
+# ResNet-20 1w1a (--model resnet20).
+# --------------------------------------------------------------------------
+
+#: name -> (description, input quantizer or None to keep ReCU's, kernel quantizer or None).
+RESNET_VARIANTS: Dict[str, tuple] = {
+    "floor": ("resnet20_1w1a, every ReCUConv2D with the floor's quantizers", ste_input_sign, ste_kernel_sign),
+    "recu": ("keras_recu.models.resnet20_1w1a", None, None),
+    "recu+floor_input": ("resnet20_1w1a, input quantizers = floor's", ste_input_sign, None),
+    "recu+floor_kernel": ("resnet20_1w1a, kernel quantizers = floor's", None, ste_kernel_sign),
+    "recu+unnorm_input": ("resnet20_1w1a, input gradient not normalized", unnormalized_recu_input_sign, None),
+}
+RESNET_INPUT = (32, 32, 3)
+RESNET_CLASSES = 10
+
+
+def swap_quantizer(layer: keras.layers.Layer, attribute: str, quantizer: Callable) -> None:
+    """Replace a built layer's quantizer (`input_quantizer` / `kernel_quantizer`).
+
+    Quantizers are tracked sub-layers and a built layer locks its tracker, so
+    the old one is untracked (its variables leave the model) and the new one
+    set with the tracker briefly unlocked, as Keras' own `quantize()` does.
+    `call` reads the attribute when the train step is traced.
+    """
+    tracker = layer._tracker
+    locked = tracker.locked
+    old = getattr(layer, attribute)
+    if locked:
+        tracker.unlock()
+    try:
+        if old is not None:
+            tracker.untrack(old)
+        setattr(layer, attribute, quantizer)
+    finally:
+        if locked:
+            tracker.lock()
+
+
+def build_resnet20(name: str, seed: int) -> keras.Model:
+    """ResNet-20 1w1a, with the quantizers of variant `name` swapped in."""
+    keras.utils.set_random_seed(seed)  # same initial weights for every variant
+    model = resnet20_1w1a(input_shape=RESNET_INPUT, num_classes=RESNET_CLASSES)
+    _, input_quantizer, kernel_quantizer = RESNET_VARIANTS[name]
+    for layer in model.layers:
+        if isinstance(layer, ReCUConv2D):
+            if input_quantizer is not None:
+                swap_quantizer(layer, "input_quantizer", input_quantizer)
+            if kernel_quantizer is not None:
+                swap_quantizer(layer, "kernel_quantizer", kernel_quantizer)
+    return model
+
+
+def compile_resnet20(model: keras.Model, jit: bool) -> None:
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
+
+
+def make_resnet_batch(batch: int, seed: int) -> tuple:
+    """Random images and random integer labels, as tensors."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *RESNET_INPUT), dtype=np.float32)
+    y = rng.integers(0, RESNET_CLASSES, size=(batch,)).astype(np.int32)
+    return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+
+
+def descriptions(model: str) -> Dict[str, str]:
+    table = RESNET_VARIANTS if model == "resnet20" else VARIANTS
+    return {name: entry[0] for name, entry in table.items()}
+
+
+# --------------------------------------------------------------------------
 # Timing.
 # --------------------------------------------------------------------------
 
@@ -269,11 +360,18 @@ class VariantTimes:
 
 def benchmark(args: argparse.Namespace, jit: bool, names: Sequence[str]) -> Dict[str, Any]:
     """Build, warm up and time every variant in `names`, interleaved; one jit setting."""
-    batch = make_batch(args.batch, args.size, args.channels, args.seed)
+    if args.model == "resnet20":
+        batch = make_resnet_batch(args.batch, args.seed)
+    else:
+        batch = make_batch(args.batch, args.size, args.channels, args.seed)
     models = {}
     for name in names:
-        model = build_model(VARIANTS[name][1], args.size, args.channels, args.layers, args.seed)
-        compile_model(model, jit)
+        if args.model == "resnet20":
+            model = build_resnet20(name, args.seed)
+            compile_resnet20(model, jit)
+        else:
+            model = build_model(VARIANTS[name][1], args.size, args.channels, args.layers, args.seed)
+            compile_model(model, jit)
         start = time.perf_counter()
         run_steps(model, batch, 1)  # traces and compiles
         compile_s = time.perf_counter() - start
@@ -293,15 +391,17 @@ def benchmark(args: argparse.Namespace, jit: bool, names: Sequence[str]) -> Dict
             times[name].add_round(time_steps(models[name], batch, args.steps))
     for name in names:
         times[name].final_loss = run_steps(models[name], batch, 1)
-    return summarize(jit, times)
+    return summarize(jit, times, descriptions(args.model))
 
 
-def summarize(jit: bool, times: Dict[str, VariantTimes]) -> Dict[str, Any]:
+def summarize(jit: bool, times: Dict[str, VariantTimes], described: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    described = described or descriptions("stack")
     floor = times["floor"]
     variants = {}
     for name, t in times.items():
         variants[name] = {
-            "description": VARIANTS[name][0],
+            "description": described[name],
+            "steps_per_s": round(1e3 / t.median_ms, 3),
             "median_ms": round(t.median_ms, 3),
             "min_ms": round(t.min_ms, 3),
             "step_median_ms": round(t.step_median_ms, 3),
@@ -367,6 +467,10 @@ def print_table(result: Dict[str, Any]) -> None:
         )
     verdict = "met" if result["target_met"] else "NOT met"
     print(
+        "  steps per second (from the round medians): "
+        + ", ".join(f"{name} {v['steps_per_s']:.2f}" for name, v in result["variants"].items())
+    )
+    print(
         f"  ReCU / floor: {result['ratio_median']:.3f} (round medians), {result['ratio_min']:.3f} "
         f"(round mins), {result['ratio_step_median']:.3f} (step medians); "
         f"target <= {TARGET_RATIO:.2f} {verdict}; load average before/after "
@@ -409,10 +513,14 @@ def environment() -> Dict[str, Any]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--size", type=int, default=32, help="input height = width")
-    p.add_argument("--channels", type=int, default=64, help="input channels = filters of every conv")
-    p.add_argument("--layers", type=int, default=6, help="binary conv blocks")
+    p.add_argument(
+        "--model", choices=MODELS, default="stack",
+        help="stack: N blocks of [binary conv -> BN] (the default); resnet20: ResNet-20 1w1a, 32x32x3",
+    )
+    p.add_argument("--batch", type=int, help="batch size (stack 64, resnet20 128)")
+    p.add_argument("--size", type=int, default=32, help="input height = width (stack only)")
+    p.add_argument("--channels", type=int, default=64, help="input channels = filters of every conv (stack only)")
+    p.add_argument("--layers", type=int, default=6, help="binary conv blocks (stack only)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per model per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compiling) one")
@@ -422,6 +530,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test: " + str(QUICK))
     p.add_argument("--json", metavar="PATH", help="also write the RESULT JSON to PATH")
     args = p.parse_args(argv)
+    if args.batch is None:
+        args.batch = DEFAULT_BATCH[args.model]
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
@@ -437,7 +547,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     jits = {"both": (False, True), "on": (True,), "off": (False,)}[args.jit]
     names = ("floor", "recu") + (ATTRIBUTION if args.attribute else ())
-    settings = {k: getattr(args, k) for k in ("batch", "size", "channels", "layers", "steps", "rounds", "warmup", "seed", "quick", "attribute")}
+    keys = ("batch", "size", "channels", "layers", "steps", "rounds", "warmup", "seed", "quick", "attribute")
+    if args.model == "resnet20":
+        keys = ("model",) + tuple(k for k in keys if k not in ("size", "channels", "layers"))
+    settings = {k: getattr(args, k) for k in keys}
     print("settings:", json.dumps(settings))
     runs = []
     for jit in jits:
@@ -447,7 +560,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print_table(result)
         runs.append(result)
     report = {
-        "benchmark": "keras_recu train step, ReCUConv2D vs floor",
+        "benchmark": (
+            "keras_recu train step, ResNet-20 1w1a: ReCU vs floor quantizers"
+            if args.model == "resnet20" else "keras_recu train step, ReCUConv2D vs floor"
+        ),
         "settings": settings,
         "environment": environment(),
         "target_ratio": TARGET_RATIO,

@@ -95,6 +95,8 @@ def _train_parser(commands) -> None:
     train.add_argument("--jit-compile", action="store_true")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--verbose", default=defaults.verbose, help="Keras fit verbosity: auto, 0, 1, 2")
+    train.add_argument("--diagnostics", action="store_true",
+                       help="record dead share, quantization error, entropy and flip ratio per epoch")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -75,12 +75,52 @@ def plot_weights(initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray], p
     plt.close(figure)
 
 
+#: The panels of diagnostics.png: metric, title, y label.
+_DIAGNOSTIC_PANELS = (
+    ("dead_share", "Dead weights (beyond the clamp)", "share of latent weights"),
+    ("quant_error", "Quantization error", "relative L2 error, XNOR scale"),
+    ("entropy", "Latent weight entropy", "nats (histogram estimate)"),
+    ("flip_ratio", "Flip ratio", "share of binary weights flipped"),
+)
+
+
+def plot_diagnostics(
+    diagnostics: Dict[str, list], path: Path, per_layer: Optional[Dict[str, Dict[str, list]]] = None
+) -> None:
+    """Four panels per epoch: dead share, quantization error, entropy, flip ratio.
+
+    The model values (`keras_recu.diagnostics.DiagnosticsCallback`) are drawn
+    bold; each binary layer's values, when given, as thin grey lines.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(1, len(_DIAGNOSTIC_PANELS), figsize=(4.2 * len(_DIAGNOSTIC_PANELS), 3.5))
+    for axis, (metric, title, label) in zip(axes, _DIAGNOSTIC_PANELS):
+        for record in (per_layer or {}).values():
+            values = record.get(metric, [])
+            axis.plot(np.arange(1, len(values) + 1), values, color="grey", alpha=0.3, linewidth=0.8)
+        values = diagnostics.get(metric, [])
+        axis.plot(np.arange(1, len(values) + 1), values, marker="o", color="tab:red",
+                  label="pooled" if metric == "flip_ratio" else "mean over layers")
+        axis.set(title=title, xlabel="epoch", ylabel=label)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray]) -> Path:
     """Write the plots and report.md into `out`; return the report's path."""
     history = metrics.get("history", {})
     plot_training(history, out / "training.png")
     plot_tau(history, out / "tau.png")
     plot_weights(initial, final, out / "weights.png")
+    diagnostics = metrics.get("diagnostics")
+    if diagnostics:
+        plot_diagnostics(diagnostics, out / "diagnostics.png", metrics.get("diagnostics_per_layer"))
     deployment = metrics.get("deployment", {})
     config = metrics["config"]
     agreement = deployment.get("argmax_agreement")
@@ -103,6 +143,19 @@ def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final
         "",
         "![latent weights](weights.png)",
         "",
+        *(
+            [
+                "![weight diagnostics](diagnostics.png)",
+                "",
+                "Per epoch, over the binary layers (grey: each layer): the share of latent weights beyond "
+                "ReCU's clamp, the relative quantization error with XNOR-Net's scale, the entropy of the latent "
+                "weights as ReCU sees them (standardized) and the share of binary weights whose sign flipped "
+                "(definitions: `keras_recu.diagnostics`; per-layer values in `metrics.json`).",
+                "",
+            ]
+            if diagnostics
+            else []
+        ),
         "## Configuration",
         "",
         "```json",

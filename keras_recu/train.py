@@ -16,6 +16,9 @@ images, and leaves in the run directory:
     training.png      accuracy and loss per epoch
     tau.png           tau per epoch
     weights.png       latent-weight histograms of a few binary layers, start and end
+    diagnostics.png   with --diagnostics: dead share, quantization error, entropy and
+                      flip ratio per epoch (keras_recu.diagnostics); the per-layer
+                      values per epoch are in diagnostics.jsonl and metrics.json
     checkpoints/      last.keras and state.json, for --resume
 """
 
@@ -65,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
     verbose: str = "auto"
+    diagnostics: bool = False  # per-epoch weight diagnostics (keras_recu.diagnostics)
 
     def validate(self) -> None:
         from keras_recu import models, ops as recu_ops
@@ -194,6 +198,12 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
                 f"Nothing to resume in {out}: no {state.model_path}. Start the run without --resume."
             )
         saved = json.loads((out / "config.json").read_text())
+        if config.diagnostics and not saved.get("diagnostics", False):
+            raise ValueError(
+                f"The run in {out} was started without --diagnostics; they cannot be switched on "
+                "when resuming (history.csv's columns are fixed). Resume without --diagnostics, "
+                "or start a new run with it."
+            )
         # The schedule's length is the run's; a session may stop at another epoch.
         saved.update(out=config.out, verbose=config.verbose, stop_after=config.stop_after)
         config = TrainConfig(**saved)
@@ -245,13 +255,17 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
     last_epoch = config.stop_after or config.epochs
     start = time.perf_counter()
     if initial_epoch < last_epoch:
+        callbacks = [TauScheduler(config.tau_min, config.tau_max, epochs=config.epochs)]
+        if config.diagnostics:
+            callbacks += _diagnostics_callbacks(config, out)
         model.fit(
             train_ds,
             validation_data=test_ds,
             epochs=last_epoch,
             initial_epoch=initial_epoch,
             callbacks=[
-                TauScheduler(config.tau_min, config.tau_max, epochs=config.epochs),
+                *callbacks,
+                # After the diagnostics: history.csv gets their model-mean columns.
                 keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
                 state.callback(),
             ],
@@ -270,12 +284,63 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
     }
+    if config.diagnostics:
+        metrics.update(_diagnostics(metrics["history"], out))
     metrics.update(_deploy(model, test_ds, config, out))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     from keras_recu.report import write_report
 
     write_report(out, metrics, initial=dict(np.load(initial_path)), final=_binary_kernels(model))
     return metrics
+
+
+def _diagnostics_callbacks(config: TrainConfig, out: Path) -> list:
+    """DiagnosticsCallback (model means into the logs) and a writer of its per-layer values.
+
+    The per-layer values go to diagnostics.jsonl, one line per epoch, appended
+    across resumed sessions; the logs (and so history.csv) get the model means
+    only, to keep the CSV readable.
+    """
+    import keras
+
+    from keras_recu.diagnostics import DiagnosticsCallback
+
+    # reference_tau only matters for non-ReCU binary layers (plain STE).
+    diagnostics = DiagnosticsCallback(reference_tau=config.tau_min, per_layer=False)
+    path = out / "diagnostics.jsonl"
+
+    class LayerLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            layers = {
+                name: {metric: values[-1] for metric, values in record.items()}
+                for name, record in diagnostics.layer_history.items()
+            }
+            with open(path, "a") as file:
+                file.write(json.dumps({"epoch": int(epoch), "layers": layers}) + "\n")
+
+    return [diagnostics, LayerLog()]
+
+
+def _diagnostics(history: Dict[str, List[float]], out: Path) -> dict:
+    """metrics.json's "diagnostics" (model means per epoch) and "diagnostics_per_layer"."""
+    from keras_recu.diagnostics import LOG_PREFIX, METRICS
+
+    means = {metric: history.get(LOG_PREFIX + metric, []) for metric in METRICS}
+    epochs = [int(e) for e in history.get("epoch", range(len(means["dead_share"])))]
+    by_epoch = {}
+    path = out / "diagnostics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                by_epoch[entry["epoch"]] = entry["layers"]  # a re-run epoch: the last wins
+    per_layer: Dict[str, Dict[str, List[float]]] = {}
+    for epoch in epochs:
+        for name, values in by_epoch.get(epoch, {}).items():
+            record = per_layer.setdefault(name, {metric: [] for metric in METRICS})
+            for metric in METRICS:
+                record[metric].append(values[metric])
+    return {"diagnostics": means, "diagnostics_per_layer": per_layer}
 
 
 def _deploy(model, test_ds, config: TrainConfig, out: Path) -> dict:

@@ -60,6 +60,36 @@ def test_train_writes_every_artefact_and_resumes_exactly(tmp_path):
     assert metrics["test_accuracy"] == second["test_accuracy"]
 
 
+def test_train_with_diagnostics_across_a_resume(tmp_path):
+    from keras_recu.diagnostics import METRICS
+
+    out = tmp_path / "run"
+    run(tiny(out, epochs=2, stop_after=1, diagnostics=True))
+    run(tiny(out, epochs=2, diagnostics=True), resume=True)
+    assert (out / "diagnostics.png").exists()
+    assert "](diagnostics.png)" in (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["diagnostics"]) == sorted(METRICS)
+    for metric in METRICS:
+        values = metrics["diagnostics"][metric]
+        assert len(values) == 2 and all(math.isfinite(v) for v in values), metric
+        assert metrics["history"][f"diagnostics/{metric}"] == values  # from history.csv
+    assert 0 <= min(metrics["diagnostics"]["flip_ratio"]) <= max(metrics["diagnostics"]["flip_ratio"]) <= 1
+    per_layer = metrics["diagnostics_per_layer"]
+    assert len(per_layer) == 18  # every ReCUConv2D of ResNet-20
+    assert all(len(record[metric]) == 2 for record in per_layer.values() for metric in METRICS)
+    mean = sum(record["dead_share"][1] for record in per_layer.values()) / 18
+    assert mean == pytest.approx(metrics["diagnostics"]["dead_share"][1])
+
+    # A run started without diagnostics cannot switch them on when resumed.
+    plain = tmp_path / "plain"
+    (plain / "checkpoints").mkdir(parents=True)
+    (plain / "checkpoints" / "last.keras").write_bytes(b"")
+    (plain / "config.json").write_text(json.dumps(vars(tiny(plain))))
+    with pytest.raises(ValueError, match="started without --diagnostics"):
+        run(tiny(plain, diagnostics=True), resume=True)
+
+
 def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet2'. Known: .*fashion_mnist"):
         run(tiny(tmp_path / "a", dataset="imagenet2"))
