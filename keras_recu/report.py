@@ -20,6 +20,22 @@ def _pyplot():
     return plt
 
 
+def _epoch_axis(axis, legend: bool = True) -> None:
+    """Integer epoch ticks, a light grid, a legend: every per-epoch plot's style."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    if legend:
+        axis.legend()
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    _pyplot().close(figure)
+
+
 def plot_training(history: Dict[str, list], path: Path) -> None:
     plt = _pyplot()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
@@ -32,15 +48,9 @@ def plot_training(history: Dict[str, list], path: Path) -> None:
         if key in history:
             right.plot(epochs, history[key], marker="o", label=label)
     right.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-    from matplotlib.ticker import MaxNLocator
-
     for axis in (left, right):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        _epoch_axis(axis)
+    _save(figure, path)
 
 
 def plot_tau(history: Dict[str, list], path: Path) -> None:
@@ -49,13 +59,8 @@ def plot_tau(history: Dict[str, list], path: Path) -> None:
     tau = history.get("tau", [])
     axis.plot(np.arange(1, len(tau) + 1), tau, marker="o", color="tab:purple")
     axis.set(title="ReCU clamp quantile tau", xlabel="epoch", ylabel="tau")
-    from matplotlib.ticker import MaxNLocator
-
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _epoch_axis(axis, legend=False)
+    _save(figure, path)
 
 
 def plot_weights(initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray], path: Path) -> None:
@@ -70,9 +75,7 @@ def plot_weights(initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray], p
             axis.hist(standardized.ravel(), bins=60, alpha=0.55, density=True, label=label)
         axis.set(title=name, xlabel="standardized latent weight", ylabel="density")
         axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path)
 
 
 #: The panels of diagnostics.png: metric, title, y label.
@@ -93,8 +96,6 @@ def plot_diagnostics(
     bold; each binary layer's values, when given, as thin grey lines.
     """
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     figure, axes = plt.subplots(1, len(_DIAGNOSTIC_PANELS), figsize=(4.2 * len(_DIAGNOSTIC_PANELS), 3.5))
     for axis, (metric, title, label) in zip(axes, _DIAGNOSTIC_PANELS):
         for record in (per_layer or {}).values():
@@ -104,12 +105,8 @@ def plot_diagnostics(
         axis.plot(np.arange(1, len(values) + 1), values, marker="o", color="tab:red",
                   label="pooled" if metric == "flip_ratio" else "mean over layers")
         axis.set(title=title, xlabel="epoch", ylabel=label)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        _epoch_axis(axis)
+    _save(figure, path)
 
 
 def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray]) -> Path:
