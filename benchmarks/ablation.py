@@ -95,7 +95,7 @@ The diagnostics (per epoch, means over the 18 binary layers; definitions in
 
 Recipe (the same for every variant): `L2SGD` (momentum 0.9, PyTorch-style
 weight decay 5e-4 on every trainable variable), learning rate 0.1 with a
-linear warm-up then cosine decay to 0 (`keras_recu.train.
+linear warm-up then cosine decay to 0 (`keras_recu.app.train.
 learning_rate_schedule`), sparse categorical cross-entropy on logits, the
 data set's standard augmentation. Seed s fixes the data order, the
 augmentation and the initial weights, so the binary variants of one seed
@@ -379,9 +379,9 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]
     """Train one variant with one seed; return its record for results.json."""
     import keras
 
-    from keras_recu import data
+    from keras_recu.app import data
     from keras_recu.optimizers import L2SGD
-    from keras_recu.train import TrainConfig, learning_rate_schedule
+    from keras_recu.app.train import TrainConfig, learning_rate_schedule
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -624,8 +624,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default min(5, epochs // 10))")
     p.add_argument("--learning-rate", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--dataset", default="fashion_mnist", help="any keras_recu.data set")
-    p.add_argument("--data-dir", help="see keras_recu.data.load")
+    p.add_argument("--dataset", default="fashion_mnist", help="any keras_recu.app.data set")
+    p.add_argument("--data-dir", help="see keras_recu.app.data.load")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail at once when a tensorflow-datasets set is missing")
@@ -662,7 +662,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     import tensorflow as tf
 
     # Every run builds new models: TF's retracing warning would only be noise,
-    # and the data sets are shuffled by keras_recu.data, not by fit.
+    # and the data sets are shuffled by keras_recu.app.data, not by fit.
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     argv = list(sys.argv[1:] if argv is None else argv)

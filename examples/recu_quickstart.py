@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_recu.callbacks import TauScheduler  # noqa: E402
-from keras_recu.data import synthetic_images  # noqa: E402
+from keras_recu.app.data import synthetic_images  # noqa: E402
 from keras_recu.constraints import ReCUClamp  # noqa: E402
 from keras_recu.layers import QuantConv2D, ReCUConv2D  # noqa: E402
 

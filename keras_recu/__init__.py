@@ -1,6 +1,9 @@
 """keras-recu: ReCU binary neural networks for Keras 3, deployable with larq-compute-engine.
 
-Modules, one per concept:
+The layout follows the architecture; each layer imports only from below it.
+
+The backend-neutral core (Keras 3 on TensorFlow, JAX or PyTorch), one module
+per concept:
 
 * `keras_recu.ops`: the ReCU math (standardize, Laplace threshold, clamp,
   sign, activation gradient, tau schedule), used by everything else;
@@ -9,29 +12,67 @@ Modules, one per concept:
 * `keras_recu.callbacks`: `TauScheduler`;
 * `keras_recu.layers`: `QuantConv2D`, `QuantDense`, `QuantDepthwiseConv2D`,
   `ReCUConv2D`;
+* `keras_recu.models`: the paper's ResNet-20/18/34 and VGG-small 1w1a;
+* `keras_recu.optimizers`: `L2SGD`, SGD with PyTorch's coupled weight decay;
+* `keras_recu.diagnostics`: what ReCU does to the weights;
 * `keras_recu.profile`: `summary`, larq's summary table for Keras 3 models
-  (also as `keras_recu.summary`);
+  (also as `keras_recu.summary`).
+
+Above it, each needing TensorFlow:
+
 * `keras_recu.deploy`: `convert` and `verify` with larq-compute-engine;
 * `keras_recu.larq`: the same method for larq's layers under tf-keras;
-* `keras_recu.models`: the paper's ResNet-20/18/34 and VGG-small 1w1a;
-* `keras_recu.data`: tf.data pipelines, offline Fashion-MNIST, tensorflow-datasets;
-* `keras_recu.optimizers`: `L2SGD`, SGD with PyTorch's coupled weight decay;
-* `keras_recu.train`, `keras_recu.report`: the main job and its report.
+* `keras_recu.app`: data pipelines, the training job, its report, the CLI.
 
-Submodules load on first use: `import keras_recu.larq` must be able to
-arrange tf-keras before anything imports TensorFlow.
+Importing any `keras_recu` module registers every serializable object of the
+core with Keras, so a saved model loads in a fresh process after any
+`import keras_recu...`. The TensorFlow-bound modules load on first use.
 """
 
 import importlib
+import importlib.util
+import os
+import sys
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "callbacks", "cli", "constraints", "data", "deploy", "larq", "layers", "models",
-    "ops", "optimizers", "profile", "quantizers", "report", "train",
-)
+_CORE = ("ops", "quantizers", "constraints", "callbacks", "layers", "models",
+         "optimizers", "diagnostics", "profile")
+_SUBMODULES = (*_CORE, "app", "deploy", "larq")
 
 __all__ = [*_SUBMODULES, "summary", "__version__"]
+
+
+def _backend_is_tensorflow() -> bool:
+    # Keras' own rule: KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow.
+    # Only the variable is read here; keras.json is read when keras loads.
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+
+def _arrange_tf_keras() -> None:
+    """Make `tf.keras` tf-keras when the larq front is installed, before TensorFlow loads.
+
+    larq needs `tf.keras` to be tf-keras (Keras 2), and TensorFlow decides
+    that from TF_USE_LEGACY_KERAS when it is first imported. Registering the
+    core imports Keras 3, and Keras 3 on the TensorFlow backend imports
+    TensorFlow; without this, `import keras_recu.larq` could never work. Only
+    where tf-keras and larq are installed (the `larq` extra), TensorFlow is
+    not yet loaded and the user has not decided: Keras 3 (`import keras`)
+    is unaffected either way.
+    """
+    if "tensorflow" in sys.modules or "TF_USE_LEGACY_KERAS" in os.environ:
+        return
+    if not _backend_is_tensorflow():
+        return
+    if importlib.util.find_spec("tf_keras") and importlib.util.find_spec("larq"):
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+_arrange_tf_keras()
+for _name in ("quantizers", "constraints", "layers", "models", "optimizers"):
+    # These define every serializable object of the core.
+    importlib.import_module(f"keras_recu.{_name}")
+del _name
 
 
 def __getattr__(name):

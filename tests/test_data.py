@@ -1,4 +1,4 @@
-"""Tests of `keras_recu.data`: offline (synthetic, tiny IDX files, Debian's Fashion-MNIST)."""
+"""Tests of `keras_recu.app.data`: offline (synthetic, tiny IDX files, Debian's Fashion-MNIST)."""
 
 import gzip
 import shutil
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_recu import data
+from keras_recu.app import data
 
 DEBIAN = data.FASHION_MNIST_DIR
 HAVE_DEBIAN = all((DEBIAN / f).is_file() for f in data.FASHION_MNIST_FILES.values())

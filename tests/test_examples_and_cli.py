@@ -6,7 +6,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from keras_recu import cli
+from keras_recu.app import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_keras3_front_runs_without_tf_keras(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "keras_recu.cli", "train", "--out", str(tmp_path), "--dataset", "synthetic",
+        [sys.executable, "-m", "keras_recu.app.cli", "train", "--out", str(tmp_path), "--dataset", "synthetic",
          "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--limit-train", "64",
          "--limit-test", "32", "--verify-samples", "8", "--verbose", "0"],
         env=env, capture_output=True, text=True, timeout=300,

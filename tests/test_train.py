@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_recu import cli
-from keras_recu.train import TrainConfig, run
+from keras_recu.app import cli
+from keras_recu.app.train import TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 import keras, numpy as np
 from keras_recu import models
 from keras_recu.layers import ReCUConv2D
-from keras_recu.train import TrainConfig, run
+from keras_recu.app.train import TrainConfig, run
 
 
 def tiny_recu(input_shape, num_classes, tau=0.85, sync_batch_norm=False, name=None):

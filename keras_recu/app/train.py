@@ -72,7 +72,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         from keras_recu import models, ops as recu_ops
-        from keras_recu.data import DATASETS
+        from keras_recu.app.data import DATASETS
 
         models.get(self.model)  # raises, listing the models
         if self.dataset not in DATASETS:
@@ -182,7 +182,8 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
     """Train, evaluate, convert, verify and report; return the metrics dict."""
     import keras
 
-    from keras_recu import data, models
+    from keras_recu import models
+    from keras_recu.app import data
     from keras_recu.callbacks import TauScheduler
     from keras_recu.optimizers import L2SGD
 
@@ -288,7 +289,7 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
         metrics.update(_diagnostics(metrics["history"], out))
     metrics.update(_deploy(model, test_ds, config, out))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    from keras_recu.report import write_report
+    from keras_recu.app.report import write_report
 
     write_report(out, metrics, initial=dict(np.load(initial_path)), final=_binary_kernels(model))
     return metrics
@@ -381,7 +382,7 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
 
     import keras_recu.layers  # noqa: F401  (registers the classes)
     import keras_recu.models  # noqa: F401
-    from keras_recu import data
+    from keras_recu.app import data
 
     path = Path(path)
     model_path = path / "model.keras" if path.is_dir() else path

@@ -69,7 +69,7 @@ def run_convert(args) -> int:
 
 
 def _train_parser(commands) -> None:
-    from keras_recu.train import STRATEGIES, TrainConfig
+    from keras_recu.app.train import STRATEGIES, TrainConfig
 
     defaults = TrainConfig()
     train = commands.add_parser("train", help="train, convert, verify and report (the main job)")
@@ -101,7 +101,7 @@ def _train_parser(commands) -> None:
 
 
 def run_train(args) -> int:
-    from keras_recu.train import TrainConfig, run
+    from keras_recu.app.train import TrainConfig, run
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     values = {key: value for key, value in vars(args).items() if key in fields}
@@ -149,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "convert":
         return run_convert(args)
     if args.command == "evaluate":
-        from keras_recu.train import evaluate as evaluate_model
+        from keras_recu.app.train import evaluate as evaluate_model
 
         if not _model_path(args.model).exists():
             print(f"keras-recu evaluate: no such file: {_model_path(args.model)}", file=sys.stderr)

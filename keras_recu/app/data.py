@@ -5,7 +5,7 @@
 `DatasetInfo`. Runs offline on "synthetic" (a learnable toy set) and on
 "fashion_mnist" when Debian's package dataset-fashion-mnist is installed:
 
->>> from keras_recu import data
+>>> from keras_recu.app import data
 >>> train, test, info = data.load("synthetic", 64, limit_train=200, limit_test=100)
 >>> info.name, info.input_shape, info.num_classes, info.train_examples, info.source
 ('synthetic', (16, 16, 1), 10, 200, 'synthetic')
