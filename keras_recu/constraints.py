@@ -61,7 +61,10 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
         epsilon: float = recu_ops.EPSILON,
     ) -> None:
         self.options = recu_ops.ClampOptions(
-            bool(standardize), float(laplace_scale), bool(per_channel_threshold), float(epsilon)
+            standardize=standardize,
+            laplace_scale=laplace_scale,
+            per_channel_threshold=per_channel_threshold,
+            epsilon=epsilon,
         )
         self._tau = make_tau_variable(tau)
 
@@ -70,4 +73,5 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
         return recu_ops.clamp_latent(w, self._tau, self.options)
 
     def get_config(self) -> dict:
-        return {"tau": self.tau, **self.options.to_config()}
+        # A constraint always clamps: `clamp` is not one of its arguments.
+        return {"tau": self.tau, **self.options.to_config(include_clamp=False)}

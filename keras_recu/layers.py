@@ -8,6 +8,11 @@ latent kernel. They take any quantizer object, a registered name
 other argument is Keras'. `ReCUConv2D` is the paper's binary convolution in
 one layer.
 
+Under a mixed-precision policy (`mixed_float16`, `mixed_bfloat16`) the
+layers compute in the policy's compute dtype, as Keras layers do: their
+output has that dtype, while the quantizers keep ReCU's statistics in float32
+and hand back operands that are exactly +-1, which every float format holds.
+
 Example:
 
 >>> import keras
@@ -26,18 +31,54 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import keras
 from keras import ops
 
+from keras_recu import ops as recu_ops
 from keras_recu import quantizers
+from keras_recu._tau import HasTau
 
 __all__ = ["QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "ReCUConv2D"]
 
 
 def _quantize(quantizer, x):
     return x if quantizer is None else quantizer(x)
+
+
+def _latent_kernel(layer):
+    # Inside `call`, Keras reads variables in the layer's compute dtype
+    # (float16 under mixed_float16), except that on TensorFlow
+    # `ops.convert_to_tensor` hands on the variable itself, which a quantizer
+    # (autocast=False) would read in float32. One explicit cast makes every
+    # backend compute alike; the quantizers run ReCU's statistics in float32
+    # and return this dtype.
+    return ops.cast(layer.kernel, layer.compute_dtype)
+
+
+class QuantizerSlots:
+    """How a quantized layer holds its quantizers: one attribute per argument.
+
+    A layer lists its quantizer arguments in `quantizer_names`, takes them in
+    `__init__` and hands them to `_set_quantizers`, which resolves each with
+    `keras_recu.quantizers.get` (None, a name, a config dict or a callable).
+    `get_config` serializes every one of them, so the layer round-trips
+    through `from_config` and `.keras` files with its quantizers.
+    """
+
+    #: The names of the layer's quantizer arguments and attributes.
+    quantizer_names: Tuple[str, ...] = ()
+
+    def _set_quantizers(self, **given: Any) -> None:
+        for name in self.quantizer_names:
+            setattr(self, name, quantizers.get(given[name]))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            **{name: quantizers.serialize(getattr(self, name)) for name in self.quantizer_names},
+        }
 
 
 class _QuantConvBase:
@@ -61,6 +102,9 @@ class _QuantConvBase:
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pad_values": self.pad_values}
 
     def _init_padding(self, pad_values: float) -> None:
         self.pad_values = float(pad_values)
@@ -93,7 +137,7 @@ class _QuantConvBase:
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class QuantConv2D(_QuantConvBase, keras.layers.Conv2D):
+class QuantConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with quantized input and kernel.
 
     Args:
@@ -102,6 +146,8 @@ class QuantConv2D(_QuantConvBase, keras.layers.Conv2D):
         pad_values: constant for padding="same" (0 or, for LCE's one-padding, 1).
         *args, **kwargs: those of `keras.layers.Conv2D`.
     """
+
+    quantizer_names = ("input_quantizer", "kernel_quantizer")
 
     def __init__(
         self,
@@ -112,13 +158,12 @@ class QuantConv2D(_QuantConvBase, keras.layers.Conv2D):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.input_quantizer = quantizers.get(input_quantizer)
-        self.kernel_quantizer = quantizers.get(kernel_quantizer)
+        self._set_quantizers(input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_padding(pad_values)
 
     def call(self, inputs):
         inputs = _quantize(self.input_quantizer, inputs)
-        kernel = _quantize(self.kernel_quantizer, ops.convert_to_tensor(self.kernel))
+        kernel = _quantize(self.kernel_quantizer, _latent_kernel(self))
         inputs, padding = self._explicit_padding(inputs)
         outputs = ops.conv(
             inputs,
@@ -133,17 +178,9 @@ class QuantConv2D(_QuantConvBase, keras.layers.Conv2D):
     def _scale_outputs(self, outputs):
         return outputs
 
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "input_quantizer": quantizers.serialize(self.input_quantizer),
-            "kernel_quantizer": quantizers.serialize(self.kernel_quantizer),
-            "pad_values": self.pad_values,
-        }
-
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class QuantDepthwiseConv2D(_QuantConvBase, keras.layers.DepthwiseConv2D):
+class QuantDepthwiseConv2D(QuantizerSlots, _QuantConvBase, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with quantized input and depthwise kernel.
 
     The depthwise kernel `(kh, kw, in, multiplier)` has `in * multiplier`
@@ -158,6 +195,8 @@ class QuantDepthwiseConv2D(_QuantConvBase, keras.layers.DepthwiseConv2D):
         *args, **kwargs: those of `keras.layers.DepthwiseConv2D`.
     """
 
+    quantizer_names = ("input_quantizer", "depthwise_quantizer")
+
     def __init__(
         self,
         *args: Any,
@@ -167,13 +206,12 @@ class QuantDepthwiseConv2D(_QuantConvBase, keras.layers.DepthwiseConv2D):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.input_quantizer = quantizers.get(input_quantizer)
-        self.depthwise_quantizer = quantizers.get(depthwise_quantizer)
+        self._set_quantizers(input_quantizer=input_quantizer, depthwise_quantizer=depthwise_quantizer)
         self._init_padding(pad_values)
 
     def call(self, inputs):
         inputs = _quantize(self.input_quantizer, inputs)
-        kernel = ops.convert_to_tensor(self.kernel)
+        kernel = _latent_kernel(self)
         if self.depthwise_quantizer is not None:
             kh, kw, cin, mult = kernel.shape
             filters = ops.reshape(kernel, (kh, kw, 1, cin * mult))
@@ -189,17 +227,9 @@ class QuantDepthwiseConv2D(_QuantConvBase, keras.layers.DepthwiseConv2D):
         )
         return self._bias_and_activation(outputs)
 
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "input_quantizer": quantizers.serialize(self.input_quantizer),
-            "depthwise_quantizer": quantizers.serialize(self.depthwise_quantizer),
-            "pad_values": self.pad_values,
-        }
-
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class QuantDense(keras.layers.Dense):
+class QuantDense(QuantizerSlots, keras.layers.Dense):
     """`keras.layers.Dense` with quantized input and kernel.
 
     Args:
@@ -208,29 +238,23 @@ class QuantDense(keras.layers.Dense):
         *args, **kwargs: those of `keras.layers.Dense`.
     """
 
+    quantizer_names = ("input_quantizer", "kernel_quantizer")
+
     def __init__(
         self, *args: Any, input_quantizer=None, kernel_quantizer=None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.input_quantizer = quantizers.get(input_quantizer)
-        self.kernel_quantizer = quantizers.get(kernel_quantizer)
+        self._set_quantizers(input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs):
         inputs = _quantize(self.input_quantizer, inputs)
-        kernel = _quantize(self.kernel_quantizer, ops.convert_to_tensor(self._kernel))
+        kernel = _quantize(self.kernel_quantizer, _latent_kernel(self))
         outputs = ops.matmul(inputs, kernel)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "input_quantizer": quantizers.serialize(self.input_quantizer),
-            "kernel_quantizer": quantizers.serialize(self.kernel_quantizer),
-        }
 
 
 # PyTorch's default Conv2d initialization, kaiming_uniform(a=sqrt(5)), is
@@ -239,6 +263,37 @@ _TORCH_CONV_INIT = {
     "class_name": "VarianceScaling",
     "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"},
 }
+
+
+#: tau of the kernel quantizer that ReCUConv2D builds when given none.
+DEFAULT_TAU = 0.85
+
+
+def _kernel_quantizer_with_tau(kernel_quantizer, tau: Optional[float]):
+    """ReCUConv2D's kernel quantizer, reconciled with its `tau` argument."""
+    if tau is not None:
+        tau = recu_ops.validate_tau(tau)
+    if kernel_quantizer is None:
+        return quantizers.ReCUSign(tau=DEFAULT_TAU if tau is None else tau)
+    quantizer = quantizers.get(kernel_quantizer)
+    if tau is None:
+        return quantizer
+    if not isinstance(quantizer, HasTau):
+        raise ValueError(
+            f"ReCUConv2D got `tau={tau}`, but its kernel quantizer "
+            f"{type(quantizer).__name__} has no tau and would ignore it. Drop "
+            "`tau`, or use a ReCU kernel quantizer such as ReCUSign."
+        )
+    if isinstance(kernel_quantizer, str):
+        # A name builds the quantizer with its defaults; `tau` says which one.
+        quantizer.tau = tau
+    elif not recu_ops.same_tau(tau, quantizer.tau):
+        raise ValueError(
+            f"ReCUConv2D got `tau={tau}` and a kernel quantizer with "
+            f"tau={quantizer.tau:.6g}: two different values. Pass tau once, "
+            "as `tau=` or inside `kernel_quantizer`."
+        )
+    return quantizer
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -254,7 +309,12 @@ class ReCUConv2D(QuantConv2D):
 
     Args:
         filters, kernel_size, strides, padding: as in `keras.layers.Conv2D`.
-        tau: initial clamp quantile of the kernel quantizer, in (0.5, 1).
+        tau: initial clamp quantile of the kernel quantizer, in (0.5, 1):
+            0.85 by default. With a `kernel_quantizer` given, leave it None
+            (the quantizer's own tau counts) or give the same value; with a
+            quantizer given by name (`"recu_sign"`), it sets that
+            quantizer's tau. A tau for a quantizer without one (`"ste_sign"`)
+            is refused, as it would be ignored.
         alpha_initializer, alpha_regularizer, alpha_constraint: for `alpha`.
         input_quantizer, kernel_quantizer: override the ReCU quantizers.
         **kwargs: other arguments of `keras.layers.Conv2D` (`use_bias`
@@ -276,7 +336,7 @@ class ReCUConv2D(QuantConv2D):
         kernel_size,
         strides=1,
         padding: str = "valid",
-        tau: Optional[float] = 0.85,
+        tau: Optional[float] = None,
         alpha_initializer="random_uniform_0_1",
         alpha_regularizer=None,
         alpha_constraint=None,
@@ -287,13 +347,7 @@ class ReCUConv2D(QuantConv2D):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", quantizers.default_name("recu_conv2d"))
-        if kernel_quantizer is None:
-            kernel_quantizer = quantizers.ReCUSign(tau=0.85 if tau is None else tau)
-        elif tau is not None and tau != getattr(quantizers.get(kernel_quantizer), "tau", tau):
-            raise ValueError(
-                "Pass tau either as `tau=` or inside `kernel_quantizer`, not "
-                "two different values."
-            )
+        kernel_quantizer = _kernel_quantizer_with_tau(kernel_quantizer, tau)
         super().__init__(
             filters,
             kernel_size,

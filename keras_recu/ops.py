@@ -20,6 +20,12 @@ detail:
   `max(0, 2 - 2|a0|)` with `a0 = a / sqrt(var(a) + eps)` per sample, chained
   through that normalization.
 * `exponential_tau`: the tau schedule, `A * e^(i / E) + B`.
+* `with_nonfinite`: in training, a NaN or infinite value that reaches a
+  binarization stays non-finite instead of turning into -1.
+
+The `validate_*` functions check arguments once, where objects are built, so
+that a mistake raises an error naming the argument and its allowed values
+instead of a NaN many steps later.
 
 Kernels are laid out as Keras lays them out: the output channels are the last
 axis, and statistics "per output channel" reduce over every other axis.
@@ -29,9 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Optional, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 #: Epsilon added to the variance before the square root, as in the reference.
@@ -54,6 +62,8 @@ def validate_tau(tau: float, name: str = "tau") -> float:
     weight clamped to 0) and infinite at tau = 1, so both ends are excluded.
     """
     try:
+        if isinstance(tau, (bool, np.bool_, str, bytes)):
+            raise TypeError
         value = float(tau)
     except (TypeError, ValueError):
         raise TypeError(
@@ -68,6 +78,46 @@ def validate_tau(tau: float, name: str = "tau") -> float:
             "not clamp at all."
         )
     return value
+
+
+def same_tau(a: float, b: float) -> bool:
+    """Whether two taus are the same once stored: tau lives in a float32 variable.
+
+    `0.85` and the `0.8500000238...` read back from its variable are one tau;
+    `0.85` and `0.86` are two.
+    """
+    return bool(np.float32(a) == np.float32(b))
+
+
+def validate_bool(value, name: str) -> bool:
+    """Return `value` if it is a bool (numpy's included), else raise a TypeError.
+
+    `bool("no")` is True: a flag given as a string or a number would silently
+    mean something else, so only True and False are accepted.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"`{name}` must be True or False, got {value!r} of type {type(value).__name__}.")
+
+
+def _real_number(value, name: str, allowed: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
+    return float(value)
+
+
+def validate_positive(value, name: str, why: str = "") -> float:
+    """Return `value` as a float if it is a finite number > 0, else raise.
+
+    Args:
+        value: the argument as given.
+        name: the argument's name, for the error.
+        why: appended to the error, to say what the argument is for.
+    """
+    number = _real_number(value, name, "a finite number > 0")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {number}.{' ' + why if why else ''}")
+    return number
 
 
 def validate_kernel_shape(
@@ -99,6 +149,30 @@ def validate_kernel_shape(
             "`standardize=False` for such a kernel."
         )
     return fan_in
+
+
+def validate_activation_shape(shape: Sequence[Optional[int]], who: str) -> None:
+    """Check that ReCU's activation binarization can normalize a tensor of this shape.
+
+    The per-sample normalization of the reference's activation gradient uses
+    the unbiased variance over every non-batch axis, which needs a batch axis
+    and at least two elements per sample (one gives 0 / 0 = NaN). A shape
+    with unknown non-batch dimensions passes; it is the caller's to know.
+    """
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"{who} normalizes per sample and needs a batch axis plus at least "
+            f"one feature axis; got shape {shape}."
+        )
+    per_sample = shape[1:]
+    if all(dim is not None for dim in per_sample) and math.prod(per_sample) < 2:
+        raise ValueError(
+            f"{who} normalizes the gradient per sample with the unbiased "
+            f"variance, which needs at least 2 elements per sample; the input "
+            f"of shape {shape} has {math.prod(per_sample)}. Binarize such a "
+            "tensor with SteSign, or feed the layer a larger feature map."
+        )
 
 
 #: Accepted values of the kernel quantizers' `output_scale`.
@@ -189,6 +263,20 @@ def _select_sign(x):
     return ops.cast(ops.where(ops.greater_equal(x, 0), 1.0, -1.0), x.dtype)
 
 
+def with_nonfinite(binary, source):
+    """`binary`, but NaN wherever `source` (of the same shape) is NaN or infinite.
+
+    A sign select turns NaN into -1 (`NaN >= 0` is false), so a network whose
+    float layers have gone NaN would keep a finite, flat loss and nothing
+    would stop it. `0 * source` is +-0 for a finite value and NaN for NaN and
+    +-inf; adding it leaves a finite `binary` exactly as it was (+-1 + +-0 =
+    +-1) and costs one fused multiply-add. It carries no gradient. The
+    binarizations call it in training only: the inference graph keeps the
+    pure select that larq-compute-engine rewrites.
+    """
+    return binary + ops.stop_gradient(ops.cast(source * 0.0, binary.dtype))
+
+
 @dataclasses.dataclass(frozen=True)
 class ClampOptions:
     """How ReCU standardizes and clamps a kernel; shared by quantizers and constraints.
@@ -198,24 +286,40 @@ class ClampOptions:
         laplace_scale: Laplace scale b of the standardized weights (std = b * sqrt(2)).
         per_channel_threshold: one threshold per output channel, not one per layer.
         epsilon: added to the variance before the square root.
+        clamp: clamp at the tau-quantile. With False nothing is clamped
+            (tau is unused and no weight is dead): standardization alone.
+
+    Every field is validated (and numbers converted to float) on construction.
     """
 
     standardize: bool = True
     laplace_scale: float = LAPLACE_SCALE
     per_channel_threshold: bool = False
     epsilon: float = EPSILON
+    clamp: bool = True
 
     def __post_init__(self):
-        if not self.laplace_scale > 0:
-            raise ValueError(f"`laplace_scale` must be positive, got {self.laplace_scale}.")
-        if not self.epsilon > 0:
-            raise ValueError(
-                f"`epsilon` must be positive (it keeps a constant kernel from "
-                f"dividing by zero), got {self.epsilon}."
-            )
+        checked = dict(
+            standardize=validate_bool(self.standardize, "standardize"),
+            laplace_scale=validate_positive(
+                self.laplace_scale, "laplace_scale",
+                "It is the Laplace scale b of the standardized weights (the reference uses 2).",
+            ),
+            per_channel_threshold=validate_bool(self.per_channel_threshold, "per_channel_threshold"),
+            epsilon=validate_positive(
+                self.epsilon, "epsilon", "It keeps a constant kernel from dividing by zero."
+            ),
+            clamp=validate_bool(self.clamp, "clamp"),
+        )
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
-    def to_config(self) -> dict:
-        return dataclasses.asdict(self)
+    def to_config(self, include_clamp: bool = True) -> dict:
+        """The fields as keyword arguments; without `clamp` for objects that always clamp."""
+        config = dataclasses.asdict(self)
+        if not include_clamp:
+            del config["clamp"]
+        return config
 
 
 def recu_kernel(w, tau, options: ClampOptions = ClampOptions()):
@@ -226,20 +330,32 @@ def recu_kernel(w, tau, options: ClampOptions = ClampOptions()):
     w = ops.cast(w, _MATH_DTYPE)
     if options.standardize:
         w = standardize(w, options.laplace_scale, options.epsilon)
+    if not options.clamp:
+        return w
     threshold = recu_threshold(w, tau, options.per_channel_threshold)
     return rectified_clamp(w, threshold)
 
 
-def binarize_kernel(kernel, tau, options: ClampOptions = ClampOptions(), output_scale: Optional[str] = None):
+def binarize_kernel(
+    kernel,
+    tau,
+    options: ClampOptions = ClampOptions(),
+    output_scale: Optional[str] = None,
+    propagate_nonfinite: bool = False,
+):
     """ReCUSign's whole forward: standardize, clamp, sign (and optional scale).
 
     Returns exactly +-1 (or +-mean|W2| per output channel with
-    `output_scale="mean_abs"`) in the kernel's dtype.
+    `output_scale="mean_abs"`) in the kernel's dtype. With
+    `propagate_nonfinite` (training), a kernel whose clamped values are not
+    finite gives NaN there instead of -1 (see `with_nonfinite`).
     """
     clamped = recu_kernel(kernel, tau, options)
     binary = sign(clamped)
     if output_scale == "mean_abs":
         binary = binary * mean_abs_scale(clamped)
+    if propagate_nonfinite:
+        binary = with_nonfinite(binary, clamped)
     return ops.cast(binary, kernel.dtype)
 
 
@@ -257,6 +373,9 @@ def clamp_range(w, tau, options: ClampOptions = ClampOptions()):
     standardized kernel. Without standardization the range is `[-Q, Q]`.
     """
     w = ops.cast(w, _MATH_DTYPE)
+    if not options.clamp:
+        unbounded = ops.full((1,) * (len(w.shape) - 1) + (w.shape[-1],), math.inf, _MATH_DTYPE)
+        return -unbounded, unbounded
     if not options.standardize:
         q = recu_threshold(w, tau, options.per_channel_threshold)
         return -q, q
@@ -344,8 +463,14 @@ def _normalized_gradient(a, upstream, epsilon):
 _FUSED_GRADIENTS: dict = {}
 
 
-def input_sign(a, normalize_gradient: bool = True, epsilon: float = EPSILON):
-    """Binarize activations to +-1 with the reference's gradient (spec step 7)."""
+def input_sign(
+    a, normalize_gradient: bool = True, epsilon: float = EPSILON, propagate_nonfinite: bool = False
+):
+    """Binarize activations to +-1 with the reference's gradient (spec step 7).
+
+    With `propagate_nonfinite` (training), NaN and infinite activations give
+    NaN instead of +-1 (see `with_nonfinite`); the gradient is unchanged.
+    """
 
     @ops.custom_gradient
     def _binarize(x):
@@ -356,7 +481,8 @@ def input_sign(a, normalize_gradient: bool = True, epsilon: float = EPSILON):
 
         return _select_sign(x), grad
 
-    return _binarize(a)
+    binary = _binarize(a)
+    return with_nonfinite(binary, a) if propagate_nonfinite else binary
 
 
 def exponential_tau(epoch: int, epochs: int, tau_min: float = TAU_MIN, tau_max: float = TAU_MAX) -> float:

@@ -4,6 +4,17 @@ Quantizers are Keras layers (as in larq): they hold ReCU's tau as a variable
 that is saved with the model and tracked by the layer that uses them, and they
 can be used on their own in a functional model. Each has `precision = 1`.
 
+Dtypes: a quantizer returns its input's dtype and never casts its input (it
+is built with `autocast=False`), so under a `mixed_float16` policy the layer
+around it computes in float16 on exact +-1 operands, while ReCU's statistics
+run in float32 inside (`keras_recu.ops`).
+
+Non-finite values: in training (`training=True`, which Keras passes down
+from `fit` to the quantizers inside a layer), a NaN or infinite value that
+reaches a binarization gives NaN instead of a sign, so the loss turns NaN
+and `keras.callbacks.TerminateOnNaN` can stop the run. In inference the
+output is the pure sign select that larq-compute-engine rewrites.
+
 Example:
 
 >>> import keras, numpy as np
@@ -26,14 +37,34 @@ from keras_recu._tau import HasTau, make_tau_variable
 
 __all__ = ["ReCUSign", "ReCUInputSign", "SteSign", "get", "serialize", "deserialize"]
 
+
 def default_name(prefix: str) -> str:
     """Keras-style unique layer name; Keras would spell "ReCUSign" "re_cu_sign"."""
     uid = keras.backend.get_uid(prefix)
     return prefix if uid == 1 else f"{prefix}_{uid - 1}"
 
 
+class _Quantizer(keras.layers.Layer):
+    """What every quantizer shares: 1-bit, dtype-preserving, built on creation."""
+
+    precision = 1
+
+    def __init__(self, **kwargs: Any) -> None:
+        # The input keeps its dtype: a float32 latent kernel is not rounded to
+        # float16 before its statistics, and the output follows the input.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.built = True
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package="keras_recu")
-class ReCUSign(HasTau, keras.layers.Layer):
+class ReCUSign(HasTau, _Quantizer):
     """ReCU kernel quantizer: standardize, clamp at the tau-quantile, binarize.
 
     For a kernel with the output channels on its last axis (Dense `(in, out)`,
@@ -46,7 +77,9 @@ class ReCUSign(HasTau, keras.layers.Layer):
     4. `sign`, with sign(0) = +1 and a plain straight-through gradient that
        flows on through the clamp and the standardization.
 
-    The output is exactly +-1 (or +-alpha_c with `output_scale="mean_abs"`).
+    The output is exactly +-1 (or +-alpha_c with `output_scale="mean_abs"`),
+    in the kernel's dtype. In training a NaN or infinite latent weight makes
+    the output NaN (see the module docstring).
 
     Args:
         tau: clamp quantile in (0.5, 1); a `TauScheduler` changes it during
@@ -62,14 +95,16 @@ class ReCUSign(HasTau, keras.layers.Layer):
             channel by the mean absolute value of its clamped weights
             (XNOR-Net's scaling factor; gradients flow through it).
         epsilon: added to the variance before the square root.
+        clamp: `False` standardizes without clamping: tau is then unused (a
+            `TauScheduler` may still set it) and no weight is dead. This is
+            the "standardization only" ablation of ReCU.
 
     Example:
 
     >>> from keras_recu.layers import QuantConv2D
     >>> conv = QuantConv2D(16, 3, kernel_quantizer=ReCUSign(tau=0.85))
+    >>> standardize_only = ReCUSign(clamp=False)
     """
-
-    precision = 1
 
     def __init__(
         self,
@@ -79,24 +114,27 @@ class ReCUSign(HasTau, keras.layers.Layer):
         per_channel_threshold: bool = False,
         output_scale: Optional[str] = None,
         epsilon: float = recu_ops.EPSILON,
+        clamp: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", default_name("recu_sign"))
         super().__init__(**kwargs)
         self.options = recu_ops.ClampOptions(
-            bool(standardize), float(laplace_scale), bool(per_channel_threshold), float(epsilon)
+            standardize=standardize,
+            laplace_scale=laplace_scale,
+            per_channel_threshold=per_channel_threshold,
+            epsilon=epsilon,
+            clamp=clamp,
         )
         self.output_scale = recu_ops.validate_output_scale(output_scale)
         self._tau = make_tau_variable(tau)
-        self.built = True
 
-    def call(self, kernel):
+    def call(self, kernel, training=None):
         recu_ops.validate_float_input(kernel, type(self).__name__)
         recu_ops.validate_kernel_shape(kernel.shape, type(self).__name__, self.options.standardize)
-        return recu_ops.binarize_kernel(kernel, self._tau, self.options, self.output_scale)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        return recu_ops.binarize_kernel(
+            kernel, self._tau, self.options, self.output_scale, propagate_nonfinite=bool(training)
+        )
 
     def get_config(self) -> dict:
         return {
@@ -108,7 +146,7 @@ class ReCUSign(HasTau, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class ReCUInputSign(keras.layers.Layer):
+class ReCUInputSign(_Quantizer):
     """ReCU activation quantizer: sign forward, the reference's gradient backward.
 
     Forward: `+1` where `x >= 0`, else `-1`, in the pattern that
@@ -119,77 +157,70 @@ class ReCUInputSign(keras.layers.Layer):
     code. In inference the gradient is `max(0, 2 - 2|x|)`. The normalization
     never changes the sign, so it costs nothing in the forward pass.
 
+    The input needs a batch axis and at least 2 elements per sample (the
+    unbiased variance of one element is 0 / 0); a smaller one is refused.
+
     Args:
         epsilon: added to the per-sample variance.
 
     Example:
 
-    >>> import numpy as np
-    >>> ReCUInputSign()(np.array([[-0.5, 0.0, 2.0]], "float32")).numpy().tolist()
+    >>> import keras, numpy as np
+    >>> binary = ReCUInputSign()(np.array([[-0.5, 0.0, 2.0]], "float32"))
+    >>> keras.ops.convert_to_numpy(binary).tolist()
     [[-1.0, 1.0, 1.0]]
     """
-
-    precision = 1
 
     def __init__(self, epsilon: float = recu_ops.EPSILON, **kwargs: Any) -> None:
         kwargs.setdefault("name", default_name("recu_input_sign"))
         super().__init__(**kwargs)
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be positive, got {epsilon}.")
-        self.epsilon = float(epsilon)
-        self.built = True
+        self.epsilon = recu_ops.validate_positive(epsilon, "epsilon", "It is added to the per-sample variance.")
 
     def call(self, inputs, training=None):
         recu_ops.validate_float_input(inputs, type(self).__name__)
-        if len(inputs.shape) < 2:
-            raise ValueError(
-                f"{type(self).__name__} normalizes per sample and needs a batch "
-                f"axis plus at least one feature axis; got shape {inputs.shape}."
-            )
+        recu_ops.validate_activation_shape(inputs.shape, type(self).__name__)
+        training = bool(training)
         return recu_ops.input_sign(
-            inputs, normalize_gradient=bool(training), epsilon=self.epsilon
+            inputs, normalize_gradient=training, epsilon=self.epsilon, propagate_nonfinite=training
         )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self) -> dict:
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
-class SteSign(keras.layers.Layer):
+class SteSign(_Quantizer):
     """Plain binarization: sign forward, straight-through gradient backward.
 
     The gradient is passed where `|x| <= clip_value` and zeroed elsewhere
     (larq's `ste_sign`); `clip_value=None` passes it everywhere. Use it as the
     no-ReCU baseline or for layers that ReCU does not apply to.
 
+    Args:
+        clip_value: a finite number > 0, or None.
+
     Example:
 
-    >>> import numpy as np
-    >>> SteSign()(np.array([[-0.5, 0.0, 2.0]], "float32")).numpy().tolist()
+    >>> import keras, numpy as np
+    >>> binary = SteSign()(np.array([[-0.5, 0.0, 2.0]], "float32"))
+    >>> keras.ops.convert_to_numpy(binary).tolist()
     [[-1.0, 1.0, 1.0]]
     """
 
-    precision = 1
-
     def __init__(self, clip_value: Optional[float] = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if clip_value is not None and not clip_value > 0:
-            raise ValueError(f"`clip_value` must be positive or None, got {clip_value}.")
-        self.clip_value = None if clip_value is None else float(clip_value)
-        self.built = True
+        self.clip_value = None if clip_value is None else recu_ops.validate_positive(
+            clip_value, "clip_value", "Pass None to pass the gradient everywhere."
+        )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         recu_ops.validate_float_input(inputs, type(self).__name__)
         if self.clip_value is None:
-            return recu_ops.sign(inputs)
-        # Straight through inside the clip range: the clip's own gradient.
-        return recu_ops.sign(ops.clip(inputs, -self.clip_value, self.clip_value))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+            binary = recu_ops.sign(inputs)
+        else:
+            # Straight through inside the clip range: the clip's own gradient.
+            binary = recu_ops.sign(ops.clip(inputs, -self.clip_value, self.clip_value))
+        return recu_ops.with_nonfinite(binary, inputs) if training else binary
 
     def get_config(self) -> dict:
         return {**super().get_config(), "clip_value": self.clip_value}
