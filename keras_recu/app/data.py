@@ -69,7 +69,7 @@ Randomness
     the batches of the uninterrupted run, in any process, on any backend, and
     no global seed (`keras.utils.set_random_seed`) enters. `fit` advances the
     epoch itself (`ImageBatches.on_epoch_end`); see `ImageBatches` for how a
-    training job pins it.
+    training job pins it, and why it calls `fit(train, shuffle=False)`.
 
 Speed
     One batch of 256 Fashion-MNIST images with crop, flip and normalization
