@@ -1,16 +1,71 @@
+"""The test suite runs on each Keras backend: `KERAS_BACKEND=tensorflow|jax|torch pytest`.
+
+TensorFlow is the default. Tests marked `tf_only` (TensorFlow, tf-keras and
+larq, larq-compute-engine, tf.distribute) run only there; on JAX and torch
+they are deselected, and the rest of the suite runs as it would on a machine
+without TensorFlow: TensorFlow and the packages built on it cannot be imported
+in the test process, so a core module that needs them fails there as it
+would for a user. A test module that needs TensorFlow to be imported at all
+says so with `pytestmark = pytest.mark.tf_only` at top level; on the other
+backends it is then not even imported.
+"""
+
 import os
+import re
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# larq needs tf.keras to be tf-keras, decided when TensorFlow is first
-# imported; Keras 3 (`import keras`) is unaffected. One pytest process then
-# tests both fronts. test_larq_front.py checks both import orders in
-# subprocesses, and the CLI test runs Keras 3 without this variable.
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+BACKEND = os.environ["KERAS_BACKEND"]
+ON_TENSORFLOW = BACKEND == "tensorflow"
+
+if ON_TENSORFLOW:
+    # larq needs tf.keras to be tf-keras, decided when TensorFlow is first
+    # imported; Keras 3 (`import keras`) is unaffected. One pytest process then
+    # tests both fronts. test_larq_front.py checks both import orders in
+    # subprocesses, and the CLI tests run Keras 3 without this variable.
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+else:
+    # As on a machine without TensorFlow: `import tensorflow` raises
+    # ModuleNotFoundError and importlib.util.find_spec returns None.
+    # Subprocesses that tests start are not affected.
+    for _name in ("tensorflow", "tf_keras", "larq", "larq_compute_engine", "tensorflow_datasets"):
+        sys.modules.setdefault(_name, None)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+# Modules of the package that need TensorFlow to be imported; their doctests
+# run on the TensorFlow backend only.
+TF_BOUND_MODULES = {ROOT / "keras_recu" / "deploy.py", ROOT / "keras_recu" / "larq.py"}
+_TF_ONLY_MODULE = re.compile(r"^pytestmark\s*=.*\btf_only\b", re.MULTILINE)
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+def pytest_ignore_collect(collection_path, config):
+    if ON_TENSORFLOW or collection_path.suffix != ".py":
+        return None
+    if collection_path in TF_BOUND_MODULES:
+        return True
+    if collection_path.name.startswith("test_"):
+        if _TF_ONLY_MODULE.search(collection_path.read_text(encoding="utf-8")):
+            return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if ON_TENSORFLOW:
+        return
+    deselected = [item for item in items if item.get_closest_marker("tf_only")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("tf_only")]
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,36 @@ import numpy as np
 BACKEND = keras.backend.backend()
 
 
+# Gradients in float32 against the float64 reference of tests/torch_reference.py.
+# Forward values are signs (or exact sums of signs), so they must agree
+# exactly; gradients pass through means and variances over the whole kernel
+# or sample, where float32 sums of n terms carry a relative rounding error of
+# about sqrt(n) * 6e-8. Measured worst case over the parity tests: see
+# assert_gradients_close.
+GRADIENT_RTOL = 1e-5
+
+
 def to_numpy(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def gradient_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want|: the error relative to the gradient's scale.
+
+    Elementwise relative error is meaningless where the reference is near 0
+    (a clamped weight receives only the tiny indirect part of the gradient),
+    so the error is measured against the largest reference entry.
+    """
+    want = np.asarray(want, "float64")
+    scale = np.abs(want).max()
+    return float(np.abs(np.asarray(got, "float64") - want).max() / (scale if scale > 0 else 1.0))
+
+
+def assert_gradients_close(got: np.ndarray, want: np.ndarray, rtol: float = GRADIENT_RTOL) -> None:
+    """Assert `gradient_error(got, want) <= rtol`, shapes equal."""
+    assert np.shape(got) == np.shape(want), (np.shape(got), np.shape(want))
+    error = gradient_error(got, want)
+    assert error <= rtol, f"gradient error {error:.3g} exceeds {rtol:.3g} of the largest reference entry"
 
 
 def function_gradients(

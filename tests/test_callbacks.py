@@ -12,6 +12,7 @@ from keras_recu.constraints import ReCUClamp
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
 from keras_recu.quantizers import ReCUSign
 from tests import torch_reference as ref
+from tests.gradients import to_numpy
 
 LR = 0.5
 
@@ -28,10 +29,10 @@ class KernelRecorder(keras.callbacks.Callback):
         self.before, self.after = {}, {}
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.before[epoch] = self.model.layers[-1].kernel.numpy().copy()
+        self.before[epoch] = to_numpy(self.model.layers[-1].kernel).copy()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.after[epoch] = self.model.layers[-1].kernel.numpy().copy()
+        self.after[epoch] = to_numpy(self.model.layers[-1].kernel).copy()
 
 
 def make_model(jit_compile):

@@ -3,7 +3,9 @@
 Written from RECU_SPEC.md section 2 (the reference implementation's exact
 behaviour), not from keras_recu: PyTorch's own unbiased `var`, `clamp`,
 autograd and conv2d, in PyTorch's (out, in, kh, kw) / NCHW layouts. The tests
-compare keras_recu against it, forward and backward.
+compare keras_recu against it, forward and backward. It computes in float64
+(the layout helpers make float64 tensors) and leaves torch's default dtype
+alone, which the torch backend of Keras shares.
 """
 
 import math
@@ -11,8 +13,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-torch.set_default_dtype(torch.float64)
 
 
 class _SignSTE(torch.autograd.Function):
@@ -101,7 +101,7 @@ def keras_kernel_to_torch(kernel):
     moved = np.transpose(kernel, axes)
     if kernel.ndim == 4:
         moved = np.transpose(moved, (0, 3, 1, 2))
-    return torch.tensor(moved, requires_grad=True)
+    return torch.tensor(moved, dtype=torch.float64, requires_grad=True)
 
 
 def torch_kernel_to_keras(tensor):
@@ -115,7 +115,7 @@ def nhwc_to_torch(x):
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 4:
         x = np.transpose(x, (0, 3, 1, 2))
-    return torch.tensor(x, requires_grad=True)
+    return torch.tensor(x, dtype=torch.float64, requires_grad=True)
 
 
 def torch_to_nhwc(tensor):
