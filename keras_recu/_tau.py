@@ -1,4 +1,4 @@
-"""tau as training state: the variable, and how a scheduler finds its holders.
+"""tau as training state: the variable, its holders, and the schedule both fronts share.
 
 tau must be a variable read inside the compiled train step. A Python float
 would be captured when `fit` traces the step, and every later change would
@@ -7,7 +7,7 @@ be silently ignored. Both fronts (Keras 3 and tf-keras / larq) share this.
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import keras
 import numpy as np
@@ -50,33 +50,15 @@ class HasTau:
         return self._tau
 
 
-def _layers_of(model) -> Iterator:
-    # `_flatten_layers` exists with the same meaning on Keras 3 and tf-keras
-    # layers: self and every nested layer, depth first, each once.
-    yield from model._flatten_layers(include_self=True, recursive=True)
-
-
 def find_tau_holders(model) -> List[HasTau]:
     """Every ReCU object of `model` whose tau can be scheduled, each once.
 
-    Looks at every nested layer (quantizers are layers), at the layers'
-    `*_constraint` attributes and at the constraints of the model's variables,
-    so that nested models and constraints on variables built later count too.
+    The same as `keras_recu.inspection.tau_holders`, kept under this name.
     """
-    found = {}
+    # inspection imports HasTau from here, so it is imported on use.
+    from keras_recu.inspection import tau_holders
 
-    def add(obj):
-        if isinstance(obj, HasTau):
-            found.setdefault(id(obj), obj)
-
-    for layer in _layers_of(model):
-        add(layer)
-        for name, value in vars(layer).items():
-            if name.endswith("constraint"):
-                add(value)
-    for variable in model.variables:
-        add(getattr(variable, "constraint", None))
-    return list(found.values())
+    return tau_holders(model)
 
 
 class TauScheduleLogic:

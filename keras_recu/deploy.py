@@ -7,6 +7,13 @@ in float. `verify` runs the flatbuffer in LCE's interpreter next to the Keras
 model and reports the operator census, the binary layers that did not become
 `LceBconv2d`, the output errors, argmax agreement and the sizes.
 
+LCE converts TensorFlow graphs, so `convert` runs where Keras runs on
+TensorFlow. A model trained on JAX or PyTorch is saved as `.keras` and
+converted by `convert_saved`, which loads it in a TensorFlow-backend
+subprocess, converts and verifies it there (or, by hand:
+`keras-recu convert MODEL.keras` on a machine with TensorFlow).
+`conversion_available()` says whether this environment can convert at all.
+
 LCE's Python interpreter runs on x86-64 with reference kernels: correct but
 not fast. Its optimized kernels are for 64-bit ARM.
 
@@ -27,14 +34,34 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import importlib.util
+import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
+import keras
 import numpy as np
 
-__all__ = ["ConversionError", "VerificationReport", "binary_layers", "census", "convert", "verify"]
+from keras_recu import inspection
+from keras_recu.inspection import BinaryLayer, binary_layers
+
+__all__ = [
+    "BinaryLayer",
+    "ConversionError",
+    "SavedModelConversion",
+    "VerificationReport",
+    "binary_layers",
+    "census",
+    "conversion_available",
+    "convert",
+    "convert_saved",
+    "verify",
+]
 
 _LCE_BINARY_OPS = ("LceBconv2d",)
 # What LCE 0.16 cannot execute in binary, whatever the graph looks like.
@@ -50,58 +77,28 @@ class ConversionError(ValueError):
     """The model cannot be deployed as asked (see the message for the fix)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class BinaryLayer:
-    """A layer with a 1-bit quantizer, as `convert` and `verify` see it."""
-
-    name: str
-    kind: str  # "conv", "dense" or "depthwise"
-    binary_input: bool
-    binary_kernel: bool
-
-    @property
-    def fully_binary(self) -> bool:
-        return self.binary_input and self.binary_kernel
-
-
-def _precision(quantizer) -> Optional[int]:
-    return getattr(quantizer, "precision", None)
-
-
-def _sublayers(model) -> List[Any]:
-    return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def binary_layers(model) -> List[BinaryLayer]:
-    """Every layer of `model` (nested ones included) with a 1-bit input or kernel quantizer."""
-    found = []
-    for layer in _sublayers(model):
-        kernel_quantizer = getattr(layer, "depthwise_quantizer", None) or getattr(layer, "kernel_quantizer", None)
-        binary_input = _precision(getattr(layer, "input_quantizer", None)) == 1
-        binary_kernel = _precision(kernel_quantizer) == 1
-        if not (binary_input or binary_kernel):
-            continue
-        if hasattr(layer, "depthwise_quantizer"):
-            kind = "depthwise"
-        elif hasattr(layer, "filters"):
-            kind = "conv"
-        else:
-            kind = "dense"
-        found.append(BinaryLayer(layer.name, kind, binary_input, binary_kernel))
-    return found
-
-
 def _is_keras3(model) -> bool:
-    import keras
-
     return isinstance(model, keras.Model)
+
+
+def _check_backend(model) -> None:
+    backend = keras.backend.backend()
+    if _is_keras3(model) and backend != "tensorflow":
+        raise ConversionError(
+            f"convert() needs Keras' TensorFlow backend, but this process runs Keras on "
+            f"{backend!r}. LCE converts TensorFlow graphs; a model exported from {backend} "
+            "holds XLA calls (XlaCallModule) that LCE cannot translate. Save the model "
+            "(model.save('model.keras')) and convert the file in a TensorFlow-backend "
+            "process: `keras-recu convert model.keras`, or "
+            "keras_recu.deploy.convert_saved('model.keras'), which starts one for you."
+        )
 
 
 def _check_float32(model) -> None:
     reduced = sorted(
         {
             f"{layer.name} ({layer.dtype_policy.name})"
-            for layer in [model, *_sublayers(model)]
+            for layer in inspection.layers(model, include_self=True)
             if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") != "float32"
         }
     )
@@ -177,6 +174,36 @@ def float_binary_layers(model, flatbuffer: bytes) -> List[BinaryLayer]:
     return left
 
 
+def _unsupported_option(layer: Any) -> Optional[str]:
+    """Why LceBconv2d cannot run this binary conv, whatever its sign pattern; None if no option stands in the way."""
+    groups = getattr(layer, "groups", 1)
+    kernel = getattr(layer, "kernel", None)
+    # A Keras conv kernel is (kh, kw, input channels / groups, filters).
+    per_group = None if kernel is None else kernel.shape[-2]
+    if groups != 1 and per_group is not None and per_group % 32:
+        return (
+            f"it has groups={groups} with {per_group} input channels per group, and LCE "
+            "converts a grouped binary convolution to LceBconv2d only when every group has "
+            "a multiple of 32 input channels: use groups=1, or make input channels / groups "
+            "a multiple of 32"
+        )
+    data_format = getattr(layer, "data_format", "channels_last")
+    if data_format != "channels_last":
+        return (
+            f"it has data_format={data_format!r}, and LCE recognizes binary convolutions "
+            "in channels-last (NHWC) graphs only: build the model with data_format='channels_last' (the "
+            "default; or keras.config.set_image_data_format('channels_last') before "
+            "building) and feed it NHWC images"
+        )
+    pad_values = getattr(layer, "pad_values", 0.0)
+    if pad_values not in (0.0, 1.0):
+        return (
+            f"it has pad_values={pad_values}, and LceBconv2d pads with 0 or 1 only: use "
+            "pad_values=0 or 1"
+        )
+    return None
+
+
 def _explain(layer: BinaryLayer) -> str:
     if layer.kind in _NO_BINARY_KERNEL:
         return f"{layer.name}: {_NO_BINARY_KERNEL[layer.kind]}"
@@ -186,10 +213,12 @@ def _explain(layer: BinaryLayer) -> str:
             f"{layer.name}: only its {'input' if layer.binary_input else 'kernel'} is binary; "
             f"LceBconv2d needs a 1-bit {side} quantizer too"
         )
+    reason = _unsupported_option(layer.layer)
+    if reason is not None:
+        return f"{layer.name}: {reason}"
     return (
         f"{layer.name}: its binarization did not match an LCE sign pattern (write sign as "
-        "a select between the constants 1 and -1, as keras_recu.ops.sign does) or an "
-        "unsupported option is set (pad_values other than 0 or 1)"
+        "a select between the constants 1 and -1, as keras_recu.ops.sign does)"
     )
 
 
@@ -206,16 +235,15 @@ def _binary_kernels_as_weights(model):
     """
     swapped = []
     try:
-        for layer in _sublayers(model):
-            quantizer = getattr(layer, "kernel_quantizer", None)
-            if _precision(quantizer) != 1 or not hasattr(layer, "filters") or _precision(
-                getattr(layer, "input_quantizer", None)
-            ) != 1:
+        for binary in binary_layers(model):
+            if not (binary.kind == "conv" and binary.fully_binary):
                 continue
-            latent = layer.kernel.numpy()
-            binary = np.asarray(quantizer(layer.kernel))
+            layer = binary.layer
+            quantizer = layer.kernel_quantizer
+            latent = keras.ops.convert_to_numpy(layer.kernel)
+            binary_kernel = keras.ops.convert_to_numpy(quantizer(layer.kernel))
             swapped.append((layer, quantizer, latent))
-            layer.kernel.assign(binary)
+            layer.kernel.assign(binary_kernel)
             layer.kernel_quantizer = None
         yield
     finally:
@@ -255,10 +283,12 @@ def convert(
             raising.
 
     Raises:
-        ConversionError: the model uses a reduced-precision policy, or a
-            binary layer would run in float (unless `allow_float`); the
-            message names the layers and the fix.
+        ConversionError: a Keras 3 model on a backend other than TensorFlow
+            (save it and use `convert_saved`), a reduced-precision policy, or
+            a binary layer that would run in float (unless `allow_float`);
+            the message names the layers and the fix.
     """
+    _check_backend(model)
     import larq_compute_engine as lce
 
     _check_float32(model)
@@ -340,13 +370,7 @@ class VerificationReport:
 
 
 def _float32_parameter_bytes(model) -> int:
-    from keras_recu._tau import HasTau
-
-    state = {
-        id(holder.tau_variable)
-        for holder in [model, *_sublayers(model)]
-        if isinstance(holder, HasTau)
-    }
+    state = {id(variable) for variable in inspection.tau_variables(model)}
     return 4 * sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in state)
 
 
@@ -403,3 +427,156 @@ def verify(model, flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1) -
         flatbuffer_bytes=len(flatbuffer),
         float32_bytes=_float32_parameter_bytes(model),
     )
+
+
+# --------------------------------------------------------------------------
+# Converting a saved model in a TensorFlow-backend process
+
+
+def conversion_available() -> bool:
+    """Whether TensorFlow and larq-compute-engine are installed, so that a model can be converted here."""
+    return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "larq_compute_engine"))
+
+
+class SavedModelConversion(NamedTuple):
+    """What `convert_saved` returns: the flatbuffer and, given inputs, the verification."""
+
+    flatbuffer: bytes
+    report: Optional[VerificationReport]
+
+
+def convert_saved(
+    model_path: Union[str, os.PathLike],
+    path: Optional[Union[str, os.PathLike]] = None,
+    *,
+    inputs: Optional[np.ndarray] = None,
+    target: str = "arm",
+    inference_input_type: str = "float32",
+    inference_output_type: str = "float32",
+    default_int8_range: Optional[Sequence[float]] = None,
+    allow_float: bool = False,
+    timeout: Optional[float] = None,
+) -> SavedModelConversion:
+    """Convert a `.keras` file in a fresh TensorFlow-backend Python process, from any backend.
+
+    LCE converts TensorFlow graphs only, so a model trained with Keras on JAX
+    or PyTorch is saved, then loaded and converted by Keras on TensorFlow: a
+    subprocess of this Python (`python -m keras_recu.deploy`) with
+    `KERAS_BACKEND=tensorflow`, running `convert` and, when `inputs` are
+    given, `verify` on the reloaded model. A `.keras` file holds no backend
+    code, so the reloaded model computes what the trained one does. The file
+    must load after `import keras_recu` (every layer, quantizer and
+    constraint of keras_recu does; custom objects of your own do not: convert
+    those in your own TensorFlow-backend process with `convert`).
+
+    Args:
+        model_path: the `.keras` file.
+        path: where to write the flatbuffer (optional).
+        inputs: samples to verify the flatbuffer on (see `verify`); None
+            to skip verification.
+        target, inference_input_type, inference_output_type,
+        default_int8_range, allow_float: as for `convert`.
+        timeout: seconds to wait for the subprocess (None: no limit).
+
+    Returns:
+        `(flatbuffer, report)`: the flatbuffer's bytes and the
+        `VerificationReport`, None without `inputs`.
+
+    Raises:
+        FileNotFoundError: there is no file at `model_path`.
+        ImportError: TensorFlow or larq-compute-engine is not installed; the
+            message says where to convert instead.
+        ConversionError: `convert` refused the model (the message is its).
+        RuntimeError: the subprocess failed otherwise; the message holds the
+            end of its error output.
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"convert_saved: no such file: {model_path}")
+    if not conversion_available():
+        raise ImportError(
+            "Converting needs TensorFlow and larq-compute-engine, which this Python "
+            "environment lacks: install them (pip install 'keras-recu[deploy]'), or copy "
+            f"{model_path.name} to a machine that has them and run "
+            f"`keras-recu convert {model_path.name}` there."
+        )
+    options = dict(
+        target=target,
+        inference_input_type=str(inference_input_type),
+        inference_output_type=str(inference_output_type),
+        default_int8_range=None if default_int8_range is None else [float(v) for v in default_int8_range],
+        allow_float=bool(allow_float),
+    )
+    with tempfile.TemporaryDirectory(prefix="keras_recu_convert_") as work:
+        work = Path(work)
+        job = {
+            "model": str(model_path.resolve()),
+            "flatbuffer": str(work / "model.tflite"),
+            "report": str(work / "report.json"),
+            "inputs": None,
+            "options": options,
+        }
+        if inputs is not None:
+            job["inputs"] = str(work / "inputs.npy")
+            np.save(job["inputs"], np.asarray(keras.ops.convert_to_numpy(inputs), dtype="float32"))
+        (work / "job.json").write_text(json.dumps(job))
+        completed = subprocess.run(
+            [sys.executable, "-m", "keras_recu.deploy", str(work / "job.json")],
+            env=_tensorflow_environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        outcome = json.loads(Path(job["report"]).read_text()) if Path(job["report"]).exists() else {}
+        if "conversion_error" in outcome:
+            raise ConversionError(outcome["conversion_error"])
+        if completed.returncode != 0 or "flatbuffer_bytes" not in outcome:
+            tail = "\n".join(completed.stderr.strip().splitlines()[-20:])
+            raise RuntimeError(
+                f"Converting {model_path} in a TensorFlow-backend process failed "
+                f"(exit status {completed.returncode}):\n{tail}"
+            )
+        flatbuffer = Path(job["flatbuffer"]).read_bytes()
+    if path is not None:
+        Path(path).write_bytes(flatbuffer)
+    report = outcome.get("report")
+    if report is not None:
+        report = VerificationReport(**{**report, "census": collections.Counter(report["census"])})
+    return SavedModelConversion(flatbuffer, report)
+
+
+def _tensorflow_environment() -> Dict[str, str]:
+    """This process' environment, with Keras on TensorFlow and keras_recu importable."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # keras_recu may be imported from a source tree rather than installed.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _convert_job(job_path: str) -> int:
+    """The subprocess of `convert_saved`: convert (and verify) as the job file says."""
+    job = json.loads(Path(job_path).read_text())
+    report_path = Path(job["report"])
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"the conversion process runs Keras on {keras.backend.backend()!r}, not tensorflow")
+    model = keras.saving.load_model(job["model"], compile=False)
+    try:
+        flatbuffer = convert(model, job["flatbuffer"], **job["options"])
+    except ConversionError as error:
+        report_path.write_text(json.dumps({"conversion_error": str(error)}))
+        return 3
+    outcome: Dict[str, Any] = {"flatbuffer_bytes": len(flatbuffer), "report": None}
+    if job["inputs"] is not None:
+        report = verify(model, flatbuffer, np.load(job["inputs"]))
+        outcome["report"] = {**dataclasses.asdict(report), "census": dict(report.census)}
+    report_path.write_text(json.dumps(outcome))
+    return 0
+
+
+if __name__ == "__main__":
+    # Run through the package's module, so that its classes are the ones registered.
+    from keras_recu.deploy import _convert_job as _job
+
+    sys.exit(_job(sys.argv[1]))

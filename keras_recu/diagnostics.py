@@ -91,6 +91,10 @@ The diagnostics
   compares with the weights at resume time). Per layer, and pooled over the
   weights of all binary layers for the model.
 
+A kernel with a NaN or infinite value (a diverged run) has every diagnostic
+NaN, its flip ratio and the model's pooled one included: a binarization
+would turn the NaN into -1 and the numbers into plausible, wrong ones.
+
 Example:
 
 >>> import math, numpy as np
@@ -105,11 +109,12 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
 
+from keras_recu import inspection
 from keras_recu import ops as recu_ops
 from keras_recu.ops import ClampOptions
 
@@ -139,12 +144,15 @@ def histogram_entropy(values, bins: Optional[int] = None) -> float:
 
     `bins` defaults to `max(16, round(sqrt(n)))`, spread over
     `[min, max]`; `H = -sum_i p_i ln(p_i / width)`. `-inf` when all values
-    are equal. See the module docstring for its bias.
+    are equal, NaN when one is not finite. See the module docstring for its
+    bias.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     n = values.size
     if n == 0:
         raise ValueError("histogram_entropy needs at least one value.")
+    if not np.all(np.isfinite(values)):
+        return float("nan")
     low, high = float(values.min()), float(values.max())
     if not high > low:
         return float("-inf")
@@ -160,8 +168,15 @@ def _binary_entropy(signs: np.ndarray) -> float:
     return float(-sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0.0))
 
 
-def _analyse(kernel, tau: float, options: ClampOptions, recu: bool) -> Tuple[Dict[str, float], np.ndarray]:
-    """The four diagnostics of one kernel and its binary weights `sign(w2)` (bool, True = +1)."""
+def _analyse(
+    kernel, tau: float, options: ClampOptions, recu: bool
+) -> Tuple[Dict[str, float], Optional[np.ndarray]]:
+    """The four diagnostics of one kernel and its binary weights `sign(w2)` (bool, True = +1).
+
+    A kernel that is not finite, or whose standardization, threshold or
+    scale is not, has NaN diagnostics and no binary weights (None): its
+    signs mean nothing (sign(NaN) selects -1), and zeros would hide it.
+    """
     tau = recu_ops.validate_tau(tau)
     raw = keras.ops.convert_to_tensor(_numpy(kernel), dtype="float32")
     recu_ops.validate_kernel_shape(raw.shape, "kernel_diagnostics", options.standardize)
@@ -174,6 +189,8 @@ def _analyse(kernel, tau: float, options: ClampOptions, recu: bool) -> Tuple[Dic
     binary = recu_ops.sign(w2)
     alpha = recu_ops.mean_abs_scale(w2)
     w1, threshold, w2, binary, alpha = (_numpy(t).astype(np.float64) for t in (w1, threshold, w2, binary, alpha))
+    if not all(np.all(np.isfinite(t)) for t in (w1, threshold, w2, alpha)):
+        return {metric: float("nan") for metric in KERNEL_METRICS}, None
     energy = float(np.sum(np.square(w2)))
     error = float(np.sum(np.square(w2 - alpha * binary)))
     result = {
@@ -202,47 +219,36 @@ def kernel_diagnostics(
             whose dead share is then the share ReCU WOULD clamp.
 
     Returns:
-        A dict of floats; the definitions are in the module docstring.
+        A dict of floats; the definitions are in the module docstring. All
+        are NaN for a kernel with a NaN or infinite value.
     """
     return _analyse(kernel, tau, options, recu)[0]
-
-
-def _kernel_quantizer(layer):
-    return getattr(layer, "depthwise_quantizer", None) or getattr(layer, "kernel_quantizer", None)
 
 
 def _is_recu(quantizer) -> bool:
     return hasattr(quantizer, "options") and hasattr(quantizer, "tau")
 
 
-def _binary_kernel_layers(model) -> Iterator:
-    """Every layer of `model` (nested ones too) with a 1-bit kernel quantizer, in order."""
-    from keras_recu.deploy import binary_layers
-
-    wanted = [layer.name for layer in binary_layers(model) if layer.binary_kernel]
-    by_name = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        by_name.setdefault(layer.name, layer)
-    for name in wanted:
-        yield by_name[name]
-
-
 def _latent_kernel(layer) -> np.ndarray:
-    """The kernel as the layer's quantizer receives it."""
+    """The kernel as the layer's kernel (or depthwise) quantizer receives it."""
     if not layer.built:
         raise ValueError(f"Layer {layer.name!r} is not built: build the model before diagnosing it.")
-    if getattr(layer, "depthwise_quantizer", None) is not None:
-        variable = getattr(layer, "depthwise_kernel", None)
-        kernel = _numpy(layer.kernel if variable is None else variable)
+    quantizer = inspection.kernel_quantizer(layer)
+    (kernel,) = [k for k in inspection.quantized_kernels(layer) if k.quantizer is quantizer]
+    values = _numpy(kernel.variable)
+    if kernel.attribute == "depthwise_quantizer":
         # QuantDepthwiseConv2D's quantizer sees one output channel per filter.
-        return kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
-    return _numpy(layer.kernel)
+        return values.reshape(values.shape[0], values.shape[1], 1, -1)
+    return values
 
 
 def _layer_analyses(model, reference_tau: float) -> Dict[str, Tuple[Dict[str, float], np.ndarray]]:
     found = {}
-    for layer in _binary_kernel_layers(model):
-        quantizer = _kernel_quantizer(layer)
+    for binary in inspection.binary_layers(model):
+        if not binary.binary_kernel:
+            continue
+        layer = binary.layer
+        quantizer = inspection.kernel_quantizer(layer)
         if _is_recu(quantizer):
             found[layer.name] = _analyse(_latent_kernel(layer), quantizer.tau, quantizer.options, True)
         else:
@@ -254,7 +260,7 @@ def model_diagnostics(model, reference_tau: float = 0.85) -> Dict[str, Dict[str,
     """`kernel_diagnostics` of every binary conv / dense layer of `model`, by layer name.
 
     A binary layer is one whose kernel (or depthwise) quantizer has
-    `precision == 1` (`keras_recu.deploy.binary_layers`), nested layers
+    `precision == 1` (`keras_recu.inspection.binary_layers`), nested layers
     included; layers with only a binary input are left out. A ReCU kernel
     quantizer (with `.options` and `.tau`) is diagnosed at its own tau and
     options; any other at `reference_tau` with `recu=False`.
@@ -327,7 +333,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         self.history: Dict[str, List[float]] = {metric: [] for metric in METRICS}
         self.layer_history: Dict[str, Dict[str, List[float]]] = {}
         self.epochs: List[int] = []
-        self._signs: Dict[str, np.ndarray] = {}
+        self._signs: Dict[str, Optional[np.ndarray]] = {}
 
     def _measure(self):
         return _layer_analyses(self.model, self.reference_tau)
@@ -345,10 +351,13 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         measured = self._measure()
         per_layer: Dict[str, Dict[str, float]] = {}
         flipped = compared = 0
+        # A kernel gone non-finite makes the pooled flip ratio NaN too.
+        all_finite = True
         for name, (result, signs) in measured.items():
             values = dict(result)
             previous = self._signs.get(name)
-            if previous is not None and previous.shape == signs.shape:
+            all_finite = all_finite and signs is not None
+            if previous is not None and signs is not None and previous.shape == signs.shape:
                 changed = int(np.count_nonzero(previous != signs))
                 flipped += changed
                 compared += signs.size
@@ -361,7 +370,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             metric: float(np.mean([values[metric] for values in per_layer.values()])) if per_layer else float("nan")
             for metric in KERNEL_METRICS
         }
-        means["flip_ratio"] = flipped / compared if compared else float("nan")
+        means["flip_ratio"] = flipped / compared if compared and all_finite else float("nan")
 
         self.epochs.append(int(epoch))
         for metric in METRICS:

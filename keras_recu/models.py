@@ -41,8 +41,10 @@ to TFLite's PAD op).
 Faithful to the reference beyond the layer graph:
 
 * BatchNormalization with PyTorch's defaults, `momentum=0.9` (PyTorch's
-  momentum 0.1) and `epsilon=1e-5`; `sync_batch_norm=True` makes every one
-  `synchronized` (cross-replica statistics under `tf.distribute`).
+  momentum 0.1) and `epsilon=1e-5`; `sync_batch_norm=True` gives statistics
+  over all replicas: `synchronized` layers on TensorFlow, plain ones on JAX,
+  whose data-parallel step already normalizes over the global batch (see
+  the builders' arguments).
 * Initializers: ResNet convs (float and binary) `kaiming_normal_`, i.e.
   untruncated normal with std sqrt(2 / fan_in); the ResNet dense keeps
   PyTorch's default Linear initialization, U(+-1/sqrt(fan_in)) for kernel
@@ -97,6 +99,7 @@ Example (Fashion-MNIST-sized input):
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import keras
@@ -105,9 +108,11 @@ from keras import ops
 from keras_recu.layers import ReCUConv2D
 
 __all__ = [
+    "BinaryConvFactory",
     "ChannelZeroPad",
     "MODELS",
     "get",
+    "recu_conv2d",
     "resnet18_1w1a",
     "resnet20_1w1a",
     "resnet34_1w1a",
@@ -138,6 +143,9 @@ class ChannelZeroPad(keras.layers.Layer):
     >>> keras.ops.convert_to_numpy(y)[0, 0, 0].tolist()
     [0.0, 1.0, 1.0, 0.0, 0.0]
     """
+
+    # For `keras_recu.profile.summary`: padding multiplies nothing.
+    performs_macs = False
 
     def __init__(self, padding=(0, 0), **kwargs) -> None:
         super().__init__(**kwargs)
@@ -187,6 +195,25 @@ def _torch_linear_init(fan_in: int):
 # --- building blocks --------------------------------------------------------
 
 
+def _synchronized_batch_norm(sync_batch_norm: bool, stacklevel: int) -> bool:
+    """Whether to build `synchronized` BatchNormalization on this backend (see `_BUILDER_ARGS`)."""
+    if not sync_batch_norm:
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return True
+    if backend == "torch":
+        warnings.warn(
+            "sync_batch_norm=True has no effect on the torch backend, which Keras runs in "
+            "one process: its BatchNormalization normalizes with the statistics of the "
+            "whole batch it gets. Under torch's DistributedDataParallel each process "
+            "would use its own batch's statistics.",
+            stacklevel=stacklevel + 1,
+        )
+    # JAX: plain BatchNormalization is synchronized already (see _BUILDER_ARGS).
+    return False
+
+
 def _batch_norm(sync: bool, name: str) -> keras.layers.BatchNormalization:
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync, name=name
@@ -197,11 +224,48 @@ def _hardtanh(name: str) -> keras.layers.Activation:
     return keras.layers.Activation("hard_tanh", name=name)
 
 
-def _binary_conv(filters: int, strides: int, tau: float, initializer, name: str) -> ReCUConv2D:
+#: A callable that builds the binary convolutions of the models: called with
+#: the keywords `filters`, `kernel_size`, `strides`, `tau`, `name` and
+#: `kernel_initializer`, it returns a layer that maps (H, W, C) images to
+#: (ceil(H / strides), ceil(W / strides), filters) ("same" padding).
+BinaryConvFactory = Callable[..., keras.layers.Layer]
+
+
+def recu_conv2d(
+    filters: int, kernel_size, strides, tau: float, name: str, kernel_initializer
+) -> ReCUConv2D:
+    """The models' default binary convolution: the paper's `ReCUConv2D`, "same" padding.
+
+    Wrap it, or write another `BinaryConvFactory`, to change what the
+    builders put in place of each binary convolution (an ablation's
+    quantizers, say) without touching the built model.
+    """
     return ReCUConv2D(
-        filters, 3, strides=strides, padding="same", tau=tau,
-        kernel_initializer=initializer, name=name,
+        filters, kernel_size, strides=strides, padding="same", tau=tau,
+        kernel_initializer=kernel_initializer, name=name,
     )
+
+
+def _binary_conv_builder(binary_conv: Optional[BinaryConvFactory]) -> Callable[..., keras.layers.Layer]:
+    factory = recu_conv2d if binary_conv is None else binary_conv
+    if not callable(factory):
+        raise TypeError(
+            f"`binary_conv` must be a callable (filters, kernel_size, strides, tau, name, "
+            f"kernel_initializer) -> layer, such as keras_recu.models.recu_conv2d; got {binary_conv!r}."
+        )
+
+    def build(filters: int, strides: int, tau: float, initializer, name: str) -> keras.layers.Layer:
+        layer = factory(
+            filters=filters, kernel_size=3, strides=strides, tau=tau, name=name,
+            kernel_initializer=initializer,
+        )
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"`binary_conv` must return a Keras layer, got {type(layer).__name__} for {name!r}."
+            )
+        return layer
+
+    return build
 
 
 def _option_a_shortcut(x, filters: int, strides: int, name: str):
@@ -237,9 +301,11 @@ def _resnet(
     sync_batch_norm: bool,
     block: str,
     name: str,
+    binary_conv: Optional[BinaryConvFactory],
 ) -> keras.Model:
     shape = _check_args(input_shape, num_classes, block)
-    sync = bool(sync_batch_norm)
+    sync = _synchronized_batch_norm(sync_batch_norm, stacklevel=3)
+    binary_conv_layer = _binary_conv_builder(binary_conv)
     inputs = keras.Input(shape, name="image")
     x = keras.layers.Conv2D(
         filters[0], 3, padding="same", use_bias=False,
@@ -254,14 +320,14 @@ def _resnet(
             prefix = f"stage{stage}_block{index}"
             strides = 2 if stage > 1 and index == 1 else 1
             shortcut = _option_a_shortcut(x, stage_filters, strides, f"{prefix}_shortcut")
-            y = _binary_conv(stage_filters, strides, tau, _kaiming_normal_fan_in(), f"{prefix}_conv1")(x)
+            y = binary_conv_layer(stage_filters, strides, tau, _kaiming_normal_fan_in(), f"{prefix}_conv1")(x)
             y = _batch_norm(sync, f"{prefix}_bn1")(y)
             if block == "bireal":
                 y = _hardtanh(f"{prefix}_hardtanh1")(keras.layers.Add(name=f"{prefix}_add1")([y, shortcut]))
                 shortcut = y
             else:
                 y = _hardtanh(f"{prefix}_hardtanh1")(y)
-            y = _binary_conv(stage_filters, 1, tau, _kaiming_normal_fan_in(), f"{prefix}_conv2")(y)
+            y = binary_conv_layer(stage_filters, 1, tau, _kaiming_normal_fan_in(), f"{prefix}_conv2")(y)
             y = _batch_norm(sync, f"{prefix}_bn2")(y)
             x = _hardtanh(f"{prefix}_hardtanh2")(keras.layers.Add(name=f"{prefix}_add2")([y, shortcut]))
 
@@ -280,9 +346,24 @@ _BUILDER_ARGS = """
         num_classes: outputs of the final dense layer (logits).
         tau: initial clamp quantile of every `ReCUConv2D` (a `TauScheduler`
             changes it during `fit`).
-        sync_batch_norm: make every BatchNormalization `synchronized`
-            (cross-replica statistics under `tf.distribute`).
+        sync_batch_norm: batch statistics over all replicas. On TensorFlow
+            every BatchNormalization is `synchronized` (cross-replica
+            statistics under a `tf.distribute` strategy). On JAX the layers
+            are plain BatchNormalization, which is synchronized already:
+            under `keras.distribution.DataParallel` the train step is one
+            XLA program over the global batch, sharded across the devices,
+            so the mean and variance of each BatchNormalization (and its
+            moving statistics) are those of the global batch, not of a
+            device's shard. On torch, where Keras trains in one process,
+            the layers are plain BatchNormalization over the whole batch,
+            with a warning that the flag has no effect.
         name: model name (default: the builder's name).
+        binary_conv: builds each binary convolution (`BinaryConvFactory`):
+            called with the keywords `filters`, `kernel_size` (3),
+            `strides`, `tau`, `name` and `kernel_initializer`, it returns a
+            layer with "same" padding. Default `recu_conv2d` (the paper's
+            `ReCUConv2D`); pass another to build the same network with other
+            quantizers, say for an ablation.
 """
 
 _BLOCK_ARG = """        block: "bireal" (a residual around each binary conv, hardtanh
@@ -299,10 +380,12 @@ def resnet20_1w1a(
     name: Optional[str] = None,
     *,
     block: str = "bireal",
+    binary_conv: Optional[BinaryConvFactory] = None,
 ) -> keras.Model:
     return _resnet(
         (16, 32, 64), (3, 3, 3), input_shape=input_shape, num_classes=num_classes, tau=tau,
         sync_batch_norm=sync_batch_norm, block=block, name=name or "resnet20_1w1a",
+        binary_conv=binary_conv,
     )
 
 
@@ -314,10 +397,12 @@ def resnet18_1w1a(
     name: Optional[str] = None,
     *,
     block: str = "basic",
+    binary_conv: Optional[BinaryConvFactory] = None,
 ) -> keras.Model:
     return _resnet(
         (64, 128, 256, 512), (2, 2, 2, 2), input_shape=input_shape, num_classes=num_classes,
         tau=tau, sync_batch_norm=sync_batch_norm, block=block, name=name or "resnet18_1w1a",
+        binary_conv=binary_conv,
     )
 
 
@@ -329,10 +414,12 @@ def resnet34_1w1a(
     name: Optional[str] = None,
     *,
     block: str = "basic",
+    binary_conv: Optional[BinaryConvFactory] = None,
 ) -> keras.Model:
     return _resnet(
         (64, 128, 256, 512), (3, 4, 6, 3), input_shape=input_shape, num_classes=num_classes,
         tau=tau, sync_batch_norm=sync_batch_norm, block=block, name=name or "resnet34_1w1a",
+        binary_conv=binary_conv,
     )
 
 
@@ -342,9 +429,12 @@ def vgg_small_1w1a(
     tau: float = 0.85,
     sync_batch_norm: bool = False,
     name: Optional[str] = None,
+    *,
+    binary_conv: Optional[BinaryConvFactory] = None,
 ) -> keras.Model:
     shape = _check_args(input_shape, num_classes, "basic")
-    sync = bool(sync_batch_norm)
+    sync = _synchronized_batch_norm(sync_batch_norm, stacklevel=2)
+    binary_conv_layer = _binary_conv_builder(binary_conv)
     inputs = keras.Input(shape, name="image")
     x = keras.layers.Conv2D(
         128, 3, padding="same", use_bias=False,
@@ -354,7 +444,7 @@ def vgg_small_1w1a(
     for index, (filters, pool) in enumerate(
         [(128, True), (256, False), (256, True), (512, False), (512, True)], start=1
     ):
-        x = _binary_conv(filters, 1, tau, _kaiming_normal_fan_out(), f"conv{index}")(x)
+        x = binary_conv_layer(filters, 1, tau, _kaiming_normal_fan_out(), f"conv{index}")(x)
         if pool:  # the reference pools between the conv and its BN
             x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
         x = _hardtanh(f"hardtanh{index}")(_batch_norm(sync, f"bn{index}")(x))

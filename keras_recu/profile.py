@@ -23,7 +23,11 @@ The rules are larq's:
   graph counts its MACs once per call; where the output shape is unknown,
   the MACs read "?";
 * only the top-level layers get a row; a nested model is one row that counts
-  everything inside it.
+  everything inside it;
+* a layer that performs no MACs reads 0, any other layer whose MACs are not
+  counted reads "?". Keras' shape-only layers (`ZERO_MAC_LAYERS`) and
+  quantizers are known; a layer of your own declares it with the class
+  attribute `performs_macs = False` (see `performs_no_macs`).
 
 ReCU's `tau` is training state, not a parameter: its variables (held by the
 quantizers, which are layers, and by `ReCUClamp` constraints) add neither
@@ -59,9 +63,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 import keras
 
-from keras_recu._tau import _layers_of, find_tau_holders
+from keras_recu import _compat, inspection
 from keras_recu.layers import ReCUConv2D
-from keras_recu.models import ChannelZeroPad
 
 __all__ = ["WeightProfile", "OperationProfile", "LayerProfile", "ModelProfile", "summary"]
 
@@ -80,9 +83,9 @@ MAC_LAYERS = (
     keras.layers.Dense,
 )
 
-# Layers known to perform no MACs: their MAC cells read 0 rather than "?".
+# Keras layers known to perform no MACs: their MAC cells read 0 rather than
+# "?". Other layers declare it themselves (see `performs_no_macs`).
 ZERO_MAC_LAYERS = (
-    ChannelZeroPad,
     keras.layers.InputLayer,
     keras.layers.Flatten,
     keras.layers.Reshape,
@@ -108,16 +111,6 @@ ZERO_MAC_LAYERS = (
     keras.layers.ZeroPadding3D,
     keras.layers.Concatenate,
     keras.layers.Add,
-)
-
-# A quantizer attribute and the kernel attributes it may quantize, in the
-# order they are tried: Keras 3's Dense keeps its variable in `_kernel`
-# (`kernel` is a property), DepthwiseConv2D in `kernel`, and the separable
-# convolutions in `depthwise_kernel` / `pointwise_kernel`.
-_QUANTIZED_KERNELS = (
-    ("kernel_quantizer", ("_kernel", "kernel")),
-    ("depthwise_quantizer", ("depthwise_kernel", "_kernel", "kernel")),
-    ("pointwise_quantizer", ("pointwise_kernel",)),
 )
 
 _BITS_PER_KB = 8 * 1024
@@ -249,9 +242,9 @@ class LayerProfile(_Profile):
 
     Args:
         layer: a built Keras 3 layer.
-        graph_node_ids: ids of the nodes of the model graph the layer belongs
-            to, to read its output shapes from its calls in that graph;
-            None to use the shape it was built for.
+        calls: the output shapes of each call of the layer in the graph of
+            the model it is profiled in (a tuple with one shape per output
+            per call); None to use the shape it was built for.
         tau_ids: ids of the tau variables to leave out; found from `layer`
             when None.
         counted_ids: ids of variables already counted by earlier rows (a
@@ -261,7 +254,7 @@ class LayerProfile(_Profile):
     def __init__(
         self,
         layer: keras.layers.Layer,
-        graph_node_ids: Optional[Set[int]] = None,
+        calls: Optional[List[Tuple[Shape, ...]]] = None,
         tau_ids: Optional[Set[int]] = None,
         counted_ids: Optional[Set[int]] = None,
     ) -> None:
@@ -272,11 +265,11 @@ class LayerProfile(_Profile):
         self.weight_profiles = _weight_profiles(
             layer, tau_ids, bitwidths, set() if counted_ids is None else counted_ids
         )
-        self.input_precision = _precision(getattr(layer, "input_quantizer", None))
-        self.output_shapes = _call_output_shapes(layer, graph_node_ids)
+        self.input_precision = inspection.precision(inspection.quantizers(layer).get("input_quantizer"))
+        self.output_shapes = calls or _built_output_shapes(layer)
 
         self.op_profiles = []
-        self._ops_known = isinstance(layer, ZERO_MAC_LAYERS) or _is_quantizer(layer)
+        self._ops_known = performs_no_macs(layer)
         if isinstance(layer, MAC_LAYERS) and self.output_shapes:
             pixels = [_output_pixels(layer, shapes[0]) for shapes in self.output_shapes]
             if None not in pixels:
@@ -299,6 +292,11 @@ class ModelProfile(_Profile):
     A nested model is profiled as a `ModelProfile` too: one row of its parent
     that counts the weights and MACs of all its layers (larq's rule).
 
+    Args:
+        model: a built Keras 3 model.
+        calls: as for `LayerProfile`: the model's calls in its parent's graph.
+        tau_ids, counted_ids: as for `LayerProfile`.
+
     Attributes:
         layer_profiles: the rows, in the order of `model.layers` (plus a row
             "<name> (own weights)" for variables the model holds itself,
@@ -308,7 +306,7 @@ class ModelProfile(_Profile):
     def __init__(
         self,
         model: keras.Model,
-        graph_node_ids: Optional[Set[int]] = None,
+        calls: Optional[List[Tuple[Shape, ...]]] = None,
         tau_ids: Optional[Set[int]] = None,
         counted_ids: Optional[Set[int]] = None,
     ) -> None:
@@ -316,12 +314,12 @@ class ModelProfile(_Profile):
         self.name = model.name
         tau_ids = _tau_variable_ids(model) if tau_ids is None else tau_ids
         counted_ids = set() if counted_ids is None else counted_ids
-        inner_nodes = _graph_node_ids(model)
+        inner_calls = _compat.graph_calls(model) or {}
 
         self.layer_profiles: List[_Profile] = []
         for layer in model.layers:
             cls = ModelProfile if isinstance(layer, keras.Model) else LayerProfile
-            self.layer_profiles.append(cls(layer, inner_nodes, tau_ids, counted_ids))
+            self.layer_profiles.append(cls(layer, inner_calls.get(id(layer)), tau_ids, counted_ids))
         own = _weight_profiles(model, tau_ids, _quantized_bitwidths(model), counted_ids)
         if own:
             self.layer_profiles.append(_OwnWeightsProfile(f"{model.name} (own weights)", own))
@@ -334,14 +332,13 @@ class ModelProfile(_Profile):
         )
         # Nested in a functional model: its calls there. Otherwise (larq's
         # rule) the output shape of its last layer, and one call.
-        calls_in_parent = _node_output_shapes(model, graph_node_ids)
-        self.output_shapes = calls_in_parent
+        self.output_shapes = calls
         if not self.output_shapes and self.layer_profiles:
             self.output_shapes = self.layer_profiles[-1].output_shapes
         # Called n times in the parent's graph: n times the MACs.
-        calls = len(calls_in_parent) if calls_in_parent else 1
+        times = len(calls) if calls else 1
         self.op_profiles = [
-            OperationProfile(op.n * calls, op.precision, op.op_type)
+            OperationProfile(op.n * times, op.precision, op.op_type)
             for lp in self.layer_profiles
             for op in lp.op_profiles
         ]
@@ -483,52 +480,43 @@ def _count(variable) -> int:
     return int(math.prod(variable.shape))
 
 
-def _precision(quantizer) -> Optional[int]:
-    precision = getattr(quantizer, "precision", None)
-    return None if precision is None else int(precision)
+def performs_no_macs(layer) -> bool:
+    """Whether `layer` is known to perform no multiply-accumulates (its MACs read 0, not "?").
 
-
-def _is_quantizer(layer) -> bool:
-    # A quantizer used as a layer of its own (larq's quantizers and ours
-    # carry a precision) computes no MACs.
-    return getattr(layer, "precision", None) is not None
+    True for the Keras layers of `ZERO_MAC_LAYERS`, for quantizers used as
+    layers (a layer with a `precision`, as larq's quantizers and ours), and
+    for any layer whose class declares so with the class attribute
+    `performs_macs = False` (as `keras_recu.models.ChannelZeroPad` does). A
+    MAC layer (`MAC_LAYERS`) has its MACs counted instead.
+    """
+    return (
+        isinstance(layer, ZERO_MAC_LAYERS)
+        or getattr(layer, "precision", None) is not None
+        or getattr(type(layer), "performs_macs", True) is False
+    )
 
 
 def _tau_variable_ids(layer) -> Set[int]:
-    # ReCU's tau is state for the scheduler, held by every HasTau object in
-    # the layer tree (quantizer layers, ReCUClamp constraints); identity, not
-    # the name "tau", decides.
-    return {id(holder.tau_variable) for holder in find_tau_holders(layer)}
-
-
-def _safe_getattr(obj, name: str):
-    try:
-        return getattr(obj, name, None)
-    except Exception:  # a property that cannot be read in this state
-        return None
+    # ReCU's tau is state for the scheduler, held by every tau holder in the
+    # layer tree (quantizer layers, ReCUClamp constraints); identity, not the
+    # name "tau", decides.
+    return {id(variable) for variable in inspection.tau_variables(layer)}
 
 
 def _quantized_bitwidths(layer) -> Dict[int, int]:
     """id(kernel variable) -> bitwidth, for every quantized kernel in the layer tree."""
-    bitwidths = {}
-    for sublayer in _layers_of(layer):
-        own = {id(w) for w in sublayer.weights}
-        for quantizer_attr, kernel_attrs in _QUANTIZED_KERNELS:
-            precision = _precision(_safe_getattr(sublayer, quantizer_attr))
-            if precision is None:
-                continue
-            for kernel_attr in kernel_attrs:
-                kernel = _safe_getattr(sublayer, kernel_attr)
-                if kernel is not None and id(kernel) in own:
-                    bitwidths[id(kernel)] = precision
-                    break
-    return bitwidths
+    return {
+        id(kernel.variable): kernel.bitwidth
+        for sublayer in inspection.layers(layer, include_self=True)
+        for kernel in inspection.quantized_kernels(sublayer)
+        if kernel.bitwidth is not None
+    }
 
 
 def _fused_batchnorm_ids(layer) -> Set[int]:
     """ids of the BatchNormalization weights that fold into the moving statistics."""
     fused = set()
-    for sublayer in _layers_of(layer):
+    for sublayer in inspection.layers(layer, include_self=True):
         if not isinstance(sublayer, keras.layers.BatchNormalization):
             continue
         for folded, kept in (("beta", "moving_mean"), ("gamma", "moving_variance")):
@@ -562,7 +550,7 @@ def _weight_profiles(
 def _mac_weights(layer, tau_ids: Set[int]) -> List[Any]:
     """The layer's own weights that take part in its MACs."""
     excluded = set(tau_ids)
-    bias = _safe_getattr(layer, "bias")
+    bias = getattr(layer, "bias", None)
     if bias is not None:
         excluded.add(id(bias))
     if isinstance(layer, ReCUConv2D):
@@ -570,9 +558,8 @@ def _mac_weights(layer, tau_ids: Set[int]) -> List[Any]:
         # value: a multiplication after the convolution, not a weight of its
         # MACs. (larq leaves out only the bias; it has no such scale.)
         excluded.add(id(layer.alpha))
-    for sublayer in _layers_of(layer):
-        if sublayer is not layer:
-            excluded.update(id(w) for w in sublayer.weights)
+    for sublayer in inspection.layers(layer):
+        excluded.update(id(w) for w in sublayer.weights)
     return [
         w for w in layer.weights if id(w) not in excluded and w.name.split("/")[-1] != "bias"
     ]
@@ -582,51 +569,21 @@ def _mac_weights(layer, tau_ids: Set[int]) -> List[Any]:
 # Shapes
 
 
-def _graph_node_ids(model) -> Optional[Set[int]]:
-    """ids of the nodes of a functional model's graph; None for other models."""
-    graph = getattr(model, "_functional", None) or model  # Sequential wraps one
-    by_depth = getattr(graph, "_nodes_by_depth", None)
-    if not by_depth:
-        return None
-    return {id(node) for nodes in by_depth.values() for node in nodes}
-
-
 def _is_shape(value) -> bool:
     return isinstance(value, (tuple, list)) and all(
         d is None or isinstance(d, int) for d in value
     )
 
 
-def _call_output_shapes(
-    layer, graph_node_ids: Optional[Set[int]]
-) -> Optional[List[Tuple[Shape, ...]]]:
-    """One tuple of output shapes per call of `layer` in the graph, or None.
-
-    In a functional graph the layer's own nodes of that graph give them (a
-    layer shared by two models, or rebuilt by a Sequential, has nodes of
-    other graphs too). Otherwise (subclassed models) the layer's output shape
-    for the input shape it was built with stands for its one call.
-    """
-    shapes = _node_output_shapes(layer, graph_node_ids)
-    return shapes if shapes else _built_output_shapes(layer)
-
-
-def _node_output_shapes(
-    layer, graph_node_ids: Optional[Set[int]]
-) -> Optional[List[Tuple[Shape, ...]]]:
-    if graph_node_ids is None:
-        return None
-    nodes = [n for n in getattr(layer, "_inbound_nodes", []) if id(n) in graph_node_ids]
-    return [tuple(tuple(t.shape) for t in node.outputs) for node in nodes] or None
-
-
 def _built_output_shapes(layer) -> Optional[List[Tuple[Shape, ...]]]:
-    build_shapes = getattr(layer, "_build_shapes_dict", None)
-    if not build_shapes or len(build_shapes) != 1:
-        return None
-    (input_shape,) = build_shapes.values()
+    """The output shapes of a layer outside any graph (in a subclassed model).
+
+    Its output shape for the input shape it was built with stands for its
+    one call; None when it was built for several inputs or that fails.
+    """
     try:
-        output = layer.compute_output_shape(input_shape)
+        input_shape = (layer.get_build_config() or {}).get("input_shape")
+        output = layer.compute_output_shape(input_shape) if input_shape is not None else None
     except Exception:
         return None
     if _is_shape(output):
