@@ -36,6 +36,11 @@ and tau:
 * `w2 = clip(w1, -Q, Q)`: what the layer binarizes; its binary weights are
   `sign(w2)` (sign(0) = +1).
 
+A ReCU quantizer without the clamp (`options.clamp` False, the "no clamp"
+ablation) binarizes `w2 = w1`; its tau is unused, so, as below, `Q` is
+taken at `reference_tau` and the dead share says how many weights a clamp
+WOULD cut.
+
 For any other binary layer (a `SteSign` kernel, the "plain STE" ablation),
 `recu=False`: the layer binarizes its raw latent kernel, so `v = w2 =` the
 raw kernel and the binary weights are `sign(kernel)`. Only the dead share
@@ -180,16 +185,23 @@ def _analyse(
     tau = recu_ops.validate_tau(tau)
     raw = keras.ops.convert_to_tensor(_numpy(kernel), dtype="float32")
     recu_ops.validate_kernel_shape(raw.shape, "kernel_diagnostics", options.standardize)
-    w1 = recu_ops.standardize(raw, options.laplace_scale, options.epsilon) if options.standardize else raw
+    checked = [raw]
+    w1 = raw
+    if options.standardize:
+        w1 = recu_ops.standardize(raw, options.laplace_scale, options.epsilon)
+        # An overflowing variance standardizes a finite kernel to zeros.
+        checked.extend(recu_ops.standardization_moments(raw, options.laplace_scale, options.epsilon))
     threshold = recu_ops.recu_threshold(w1, tau, options.per_channel_threshold)
-    if recu:
+    if recu and options.clamp:
         latent, w2 = w1, recu_ops.rectified_clamp(w1, threshold)
+    elif recu:  # standardized, not clamped: Q only says what a clamp would cut
+        latent = w2 = w1
     else:
         latent = w2 = raw
     binary = recu_ops.sign(w2)
     alpha = recu_ops.mean_abs_scale(w2)
     w1, threshold, w2, binary, alpha = (_numpy(t).astype(np.float64) for t in (w1, threshold, w2, binary, alpha))
-    if not all(np.all(np.isfinite(t)) for t in (w1, threshold, w2, alpha)):
+    if not all(np.all(np.isfinite(_numpy(t))) for t in (*checked, w1, threshold, w2, alpha)):
         return {metric: float("nan") for metric in KERNEL_METRICS}, None
     energy = float(np.sum(np.square(w2)))
     error = float(np.sum(np.square(w2 - alpha * binary)))
@@ -214,7 +226,8 @@ def kernel_diagnostics(
             layer, the reference tau otherwise.
         options: how ReCU standardizes and thresholds (the layer's
             `ClampOptions`; the defaults for a non-ReCU layer).
-        recu: True for a layer that binarizes `clip(w1, -Q, Q)` (ReCU);
+        recu: True for a layer that binarizes `clip(w1, -Q, Q)` (ReCU; `w1`
+            itself when `options.clamp` is False);
             False for one that binarizes its raw kernel (plain sign / STE),
             whose dead share is then the share ReCU WOULD clamp.
 
@@ -242,7 +255,9 @@ def _latent_kernel(layer) -> np.ndarray:
     return values
 
 
-def _layer_analyses(model, reference_tau: float) -> Dict[str, Tuple[Dict[str, float], np.ndarray]]:
+def _layer_analyses(
+    model, reference_tau: float
+) -> Dict[str, Tuple[Dict[str, float], Optional[np.ndarray]]]:
     found = {}
     for binary in inspection.binary_layers(model):
         if not binary.binary_kernel:
@@ -250,7 +265,8 @@ def _layer_analyses(model, reference_tau: float) -> Dict[str, Tuple[Dict[str, fl
         layer = binary.layer
         quantizer = inspection.kernel_quantizer(layer)
         if _is_recu(quantizer):
-            found[layer.name] = _analyse(_latent_kernel(layer), quantizer.tau, quantizer.options, True)
+            tau = quantizer.tau if quantizer.options.clamp else reference_tau
+            found[layer.name] = _analyse(_latent_kernel(layer), tau, quantizer.options, True)
         else:
             found[layer.name] = _analyse(_latent_kernel(layer), reference_tau, ClampOptions(), False)
     return found
@@ -263,7 +279,8 @@ def model_diagnostics(model, reference_tau: float = 0.85) -> Dict[str, Dict[str,
     `precision == 1` (`keras_recu.inspection.binary_layers`), nested layers
     included; layers with only a binary input are left out. A ReCU kernel
     quantizer (with `.options` and `.tau`) is diagnosed at its own tau and
-    options; any other at `reference_tau` with `recu=False`.
+    options (at `reference_tau` if it does not clamp); any other at
+    `reference_tau` with `recu=False`.
 
     Example:
 
