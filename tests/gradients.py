@@ -62,7 +62,7 @@ def function_gradients(
         with tf.GradientTape() as tape:
             tape.watch(tensors)
             out = fn(*tensors)
-        grads = tape.gradient(out, tensors, output_gradients=tf.constant(upstream))
+        grads = tape.gradient(out, tensors, output_gradients=tf.constant(upstream, out.dtype))
     elif BACKEND == "jax":
         import jax
 
@@ -111,7 +111,7 @@ def layer_gradients(
             tape.watch(inputs)
             out = layer(inputs, training=training)
         grad_x, grad_vars = tape.gradient(
-            out, (inputs, [v.value for v in trainable]), output_gradients=tf.constant(upstream)
+            out, (inputs, [v.value for v in trainable]), output_gradients=tf.constant(upstream, out.dtype)
         )
     elif BACKEND == "torch":
         import torch

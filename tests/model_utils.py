@@ -8,10 +8,17 @@ def randomize_batch_norm(model, rng):
     LCE's fused sign may break the tie differently from sign(0) = +1; trained
     (here: random) statistics do not. Works for Keras 3 and tf-keras models.
     """
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _nested_layers(model):
         if type(layer).__name__ == "BatchNormalization":
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([
                 rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
                 rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape),
             ])
+
+
+def _nested_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _nested_layers(layer)

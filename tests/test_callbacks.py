@@ -66,7 +66,13 @@ def assert_updates_used_scheduled_tau(recorder, x, y, taus):
                 assert not np.allclose(after, reference_update(before, x, y, other), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+# On torch, Keras' jit_compile=True means torch.compile (inductor): it passes,
+# but compiling this one Dense layer took 85 s on 2 CPU cores. `keras-recu
+# train` runs torch eagerly, so the torch pass checks that path only.
+JIT_COMPILE = [False] if keras.backend.backend() == "torch" else [False, True]
+
+
+@pytest.mark.parametrize("jit_compile", JIT_COMPILE)
 def test_compiled_train_step_uses_the_scheduled_tau(jit_compile, rng):
     x, y = data(rng)
     model = make_model(jit_compile)

@@ -17,6 +17,7 @@ from keras_recu.diagnostics import (
 from keras_recu.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
 from keras_recu.ops import ClampOptions
 from keras_recu.quantizers import ReCUSign, SteSign
+from tests.gradients import to_numpy
 
 RAW = ClampOptions(standardize=False)
 # mean|w| = 2 for HAND, so Q = -2 * ln(2 - 2 * tau) = 2 exactly at this tau.
@@ -142,16 +143,16 @@ def test_model_diagnostics_per_binary_kernel_at_its_own_tau():
     result = model_diagnostics(model)
     assert list(result) == ["recu", "ste", "depthwise", "dense"]
     recu = model.get_layer("recu")
-    assert result["recu"] == pytest.approx(kernel_diagnostics(recu.kernel.numpy(), recu.tau))
-    ste = model.get_layer("ste").kernel.numpy()
+    assert result["recu"] == pytest.approx(kernel_diagnostics(to_numpy(recu.kernel), recu.tau))
+    ste = to_numpy(model.get_layer("ste").kernel)
     assert result["ste"] == pytest.approx(kernel_diagnostics(ste, 0.85, recu=False))
     depthwise = model.get_layer("depthwise")
-    filters = depthwise.kernel.numpy().reshape(3, 3, 1, 6)  # one channel per filter, as the quantizer sees it
+    filters = to_numpy(depthwise.kernel).reshape(3, 3, 1, 6)  # one channel per filter, as the quantizer sees it
     quantizer = depthwise.depthwise_quantizer
     assert result["depthwise"] == pytest.approx(kernel_diagnostics(filters, quantizer.tau, quantizer.options))
     dense = model.get_layer("dense")
     assert result["dense"] == pytest.approx(
-        kernel_diagnostics(dense.kernel.numpy(), dense.kernel_quantizer.tau, RAW)
+        kernel_diagnostics(to_numpy(dense.kernel), dense.kernel_quantizer.tau, RAW)
     )
     # reference_tau concerns the non-ReCU layer only.
     later = model_diagnostics(model, reference_tau=0.99)
@@ -160,7 +161,7 @@ def test_model_diagnostics_per_binary_kernel_at_its_own_tau():
 
 
 def _flip(layer, index):
-    kernel = layer.kernel.numpy()
+    kernel = to_numpy(layer.kernel).copy()
     kernel[index] = -kernel[index]
     layer.kernel.assign(kernel)
 
@@ -243,28 +244,6 @@ def test_callback_refuses_a_model_without_binary_layers():
         _fit(model, [DiagnosticsCallback()], epochs=1)
 
 
-def _tensorboard(log_dir):
-    callback = keras.callbacks.TensorBoard(str(log_dir), write_graph=False)
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        # tf.summary.scalar is the `tensorboard` package's; without it, write the
-        # same scalars with TensorFlow's core summary op (Keras 3.15's
-        # TensorBoard callback takes its summary module from this attribute).
-        import tensorflow as tf
-
-        class CoreSummary:
-            def __getattr__(self, name):
-                return getattr(tf.summary, name)
-
-            @staticmethod
-            def scalar(name, data, step=None, description=None):
-                return tf.summary.write(name, tf.cast(data, tf.float32), step=step)
-
-        callback._summary_module = CoreSummary()
-    return callback
-
-
 def _scalars(directory):
     import tensorflow as tf
 
@@ -277,9 +256,12 @@ def _scalars(directory):
     return found
 
 
+# Keras' TensorBoard callback writes through tf.summary on every backend.
+@pytest.mark.tf_only
 def test_tensorboard_after_the_callback_gets_the_diagnostics(tmp_path):
     diagnostics = DiagnosticsCallback()
-    _fit(_hand_model(), [FlipAfterFirstEpoch(), diagnostics, _tensorboard(tmp_path)], epochs=2)
+    tensorboard = keras.callbacks.TensorBoard(str(tmp_path), write_graph=False)
+    _fit(_hand_model(), [FlipAfterFirstEpoch(), diagnostics, tensorboard], epochs=2)
     scalars = _scalars(tmp_path / "train")
     for metric in METRICS:
         assert scalars[f"epoch_diagnostics/{metric}"] == pytest.approx(dict(enumerate(diagnostics.history[metric])))

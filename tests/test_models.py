@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from keras_recu import models
-from keras_recu.deploy import ConversionError, census, convert, verify
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
 from keras_recu.models import ChannelZeroPad
 from tests.model_utils import randomize_batch_norm
@@ -31,8 +30,18 @@ def layers_of(model, kind):
     return [layer for layer in model.layers if isinstance(layer, kind)]
 
 
-def consumers(layer):
-    return [node.operation for node in layer._outbound_nodes]
+def consumers(model, layer):
+    """The layers of `model` that take `layer`'s output as an input."""
+
+    def inputs_of(other):
+        inputs = other.input
+        return inputs if isinstance(inputs, (list, tuple)) else [inputs]
+
+    return [
+        other for other in model.layers
+        if not isinstance(other, keras.layers.InputLayer)
+        and any(tensor is layer.output for tensor in inputs_of(other))
+    ]
 
 
 @pytest.mark.parametrize("input_shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -60,9 +69,9 @@ def test_binary_convs_float_ends_and_bn_after_every_binary_conv(name):
     assert type(last) is keras.layers.Dense and not isinstance(last, QuantDense)
     assert len(convs) == len(binary) + 1
     for layer in binary:
-        (after,) = consumers(layer)
+        (after,) = consumers(model, layer)
         if isinstance(after, keras.layers.MaxPooling2D):  # VGG-small: conv -> pool -> BN
-            (after,) = consumers(after)
+            (after,) = consumers(model, after)
         assert isinstance(after, keras.layers.BatchNormalization), layer.name
 
 
@@ -105,17 +114,28 @@ def test_other_models_parameter_counts():
     assert 21.0e6 < trainable("resnet34_1w1a") < 21.2e6
 
 
+def sync_batch_norm_build(builder, **kwargs):
+    """`builder(sync_batch_norm=True, ...)`; on torch, where it has no effect, it warns."""
+    if keras.backend.backend() != "torch":
+        return builder(sync_batch_norm=True, **kwargs)
+    with pytest.warns(UserWarning, match="sync_batch_norm=True has no effect on the torch backend"):
+        return builder(sync_batch_norm=True, **kwargs)
+
+
 def test_sync_batch_norm_and_tau_reach_every_layer():
-    model = models.resnet20_1w1a(input_shape=(16, 16, 3), tau=0.9, sync_batch_norm=True)
+    # Synchronized layers exist on TensorFlow only; JAX's plain BatchNormalization
+    # already reduces over the global batch under keras.distribution.
+    synchronized = keras.backend.backend() == "tensorflow"
+    model = sync_batch_norm_build(models.resnet20_1w1a, input_shape=(16, 16, 3), tau=0.9)
     bns = layers_of(model, keras.layers.BatchNormalization)
-    assert len(bns) == 20 and all(bn.synchronized for bn in bns)
+    assert len(bns) == 20 and all(bn.synchronized == synchronized for bn in bns)
     assert all(bn.momentum == 0.9 and bn.epsilon == 1e-5 for bn in bns)  # PyTorch's BN defaults
     assert all(layer.tau == pytest.approx(0.9) for layer in layers_of(model, ReCUConv2D))
     plain = built("resnet20_1w1a", (32, 32, 3))
     assert not any(bn.synchronized for bn in layers_of(plain, keras.layers.BatchNormalization))
     assert all(layer.tau == pytest.approx(0.85) for layer in layers_of(plain, ReCUConv2D))
-    vgg = models.vgg_small_1w1a(input_shape=(8, 8, 1), tau=0.95, sync_batch_norm=True)
-    assert all(bn.synchronized for bn in layers_of(vgg, keras.layers.BatchNormalization))
+    vgg = sync_batch_norm_build(models.vgg_small_1w1a, input_shape=(8, 8, 1), tau=0.95)
+    assert all(bn.synchronized == synchronized for bn in layers_of(vgg, keras.layers.BatchNormalization))
     assert all(layer.tau == pytest.approx(0.95) for layer in layers_of(vgg, ReCUConv2D))
 
 
@@ -168,7 +188,10 @@ def test_resnet20_saves_and_loads_as_keras_file(tmp_path, rng):
     assert loaded.get_layer("stage2_block1_shortcut_pad").padding == (8, 8)
 
 
+@pytest.mark.tf_only
 def test_resnet20_converts_with_every_binary_conv_as_lce_bconv2d(rng):
+    from keras_recu.deploy import census, convert, verify
+
     model = models.resnet20_1w1a()
     randomize_batch_norm(model, rng)
     flatbuffer = convert(model)
@@ -186,7 +209,7 @@ def test_block_variants():
     names = {layer.name for layer in basic.layers}
     # The authors' CIFAR ResNet-18/34: no hardtanh after the stem, one residual per block.
     assert "stem_hardtanh" not in names and "stage1_block1_add1" not in names
-    assert isinstance(consumers(basic.get_layer("stage1_block1_bn1"))[0], keras.layers.Activation)
+    assert isinstance(consumers(basic, basic.get_layer("stage1_block1_bn1"))[0], keras.layers.Activation)
     bireal = models.resnet18_1w1a(input_shape=(16, 16, 3), block="bireal")
     names = {layer.name for layer in bireal.layers}
     assert {"stem_hardtanh", "stage1_block1_add1", "stage4_block2_add2"} <= names
@@ -234,6 +257,7 @@ def test_get_and_argument_errors():
         models.resnet20_1w1a(input_shape=(8, 8, 3), tau=1.2)
 
 
+@pytest.mark.tf_only
 def test_larq_resnet20_example_runs_and_converts_to_18_bconvs():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = str(ROOT)
@@ -247,7 +271,10 @@ def test_larq_resnet20_example_runs_and_converts_to_18_bconvs():
     assert "larq_resnet20_1w1a summary" in out and "tau per epoch: [0.85]" in out
 
 
+@pytest.mark.tf_only
 def test_vgg_small_converts_with_every_binary_conv_as_lce_bconv2d(rng):
+    from keras_recu.deploy import census, convert
+
     model = models.vgg_small_1w1a(input_shape=(8, 8, 1))
     randomize_batch_norm(model, rng)
     assert census(convert(model))["LceBconv2d"] == 5

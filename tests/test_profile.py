@@ -151,8 +151,10 @@ def test_include_macs_false_and_default_print(capsys):
     assert "example stats" in out and "Compression Ratio of Memory" in out
 
 
+# terminaltables comes with larq (the `larq` extra), installed beside TensorFlow.
+@pytest.mark.tf_only
 def test_layout_is_larqs_terminaltables_layout():
-    import terminaltables  # a dependency of larq, always installed
+    import terminaltables
     profile = summary(_example_model(), print_fn=_quiet)
 
     def reference(rows, title, layer_table):
