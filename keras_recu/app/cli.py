@@ -8,7 +8,14 @@
     keras-recu convert RUN_DIR|MODEL.keras [-o MODEL.tflite] [--verify]
         Print the summary table, convert to an LCE flatbuffer (refusing a model
         that LCE would leave partly in float), print the operator census and,
-        with --verify, the verification report.
+        with --verify, the verification report. Any backend's .keras converts;
+        under a non-TensorFlow backend the command runs itself again on
+        TensorFlow.
+
+Exit status: 0 done; 1 the job ran and failed (the loss became NaN, LCE
+would leave a binary layer in float); 2 the command cannot run as given (a
+bad flag or value, a missing or damaged file, a run directory that does not
+allow it), with one line on stderr that says what to do; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,38 +23,304 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def _model_path(path: Path) -> Path:
-    return path / "model.keras" if path.is_dir() else path
+__all__ = ["main"]
 
 
-def run_convert(args) -> int:
+class UsageError(Exception):
+    """A mistake of the user's: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _integer(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _integer(text, 0, "an integer >= 0")
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def verbosity(text: str):
+    if text == "auto":
+        return text
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected auto, 0 (silent), 1 (progress bar) or 2 (one line per epoch), got {text!r}")
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _train_parser(commands) -> None:
+    from keras_recu.app.train import STRATEGIES, TrainConfig
+
+    defaults = TrainConfig()
+    train = commands.add_parser(
+        "train",
+        help="train, convert, verify and report (the main job)",
+        description="Train a ReCU network with the paper's recipe, checkpointing every epoch; then evaluate, "
+        "convert to LCE, verify and report. With --resume, the run in --out continues with its saved settings.",
+    )
+
+    def flag(name, help, default=None, **kwargs):
+        # SUPPRESS: a flag the user did not pass is absent, so --resume can
+        # tell it from a default and take the run's saved value instead.
+        shown = getattr(defaults, name.lstrip("-").replace("-", "_"), default) if default is None else default
+        if "action" not in kwargs and shown is not None:
+            help = f"{help} (default: {shown})"
+        train.add_argument(name, default=argparse.SUPPRESS, help=help, **kwargs)
+
+    flag("--out", "run directory")
+    flag("--model", "resnet20_1w1a, resnet18_1w1a, resnet34_1w1a or vgg_small_1w1a")
+    flag("--dataset", "fashion_mnist (offline default), cifar10, cifar100, mnist, svhn_cropped, synthetic")
+    flag("--data-dir", "local data (the four IDX files, or a tensorflow_datasets directory)")
+    flag("--no-download", "never download data (offline)", dest="download", action="store_false")
+    flag("--epochs", "length of the run, and of its learning-rate and tau schedules", type=positive_int)
+    flag("--stop-after", "end this session after epoch N; --resume continues", type=positive_int)
+    flag("--batch-size", "global batch size", type=positive_int)
+    flag("--learning-rate", "peak learning rate", type=finite_float)
+    flag("--momentum", "SGD momentum, in [0, 1)", type=finite_float)
+    flag("--weight-decay", "PyTorch-style (coupled) L2", type=finite_float)
+    flag("--warmup-epochs", "linear learning-rate warm-up", type=non_negative_int)
+    flag("--tau-min", "tau of the first epoch, in (0.5, 1)", type=finite_float)
+    flag("--tau-max", "tau the schedule approaches, in [tau-min, 1)", type=finite_float)
+    flag("--no-augment", "no crop or flip", dest="augment", action="store_false")
+    flag("--limit-train", "train on the first N examples", type=positive_int)
+    flag("--limit-test", "test on the first N examples", type=positive_int)
+    flag("--verify-samples", "test images to verify the flatbuffer on", type=positive_int)
+    flag("--strategy", "mirrored, multiworker (TensorFlow) or data-parallel (JAX)", choices=STRATEGIES)
+    flag("--jit-compile", "XLA on the TensorFlow backend (JAX always compiles)", action="store_true")
+    flag("--seed", "initial weights, data order and augmentation", type=non_negative_int)
+    flag("--verbose", "Keras fit verbosity: auto, 0, 1 or 2", type=verbosity)
+    flag("--diagnostics", "record dead share, quantization error, entropy and flip ratio per epoch",
+         action="store_true")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out; only --verbose, --stop-after and --no-download may change")
+
+
+def run_train(args) -> int:
+    from keras_recu.app.train import RunError, TrainConfig, TrainingDiverged, run
+
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    given = {key: value for key, value in vars(args).items() if key in fields}
+    out = Path(given.get("out", TrainConfig.out))
+    try:
+        if args.resume:
+            config_path = out / "config.json"
+            if not config_path.exists():
+                raise RunError(f"Nothing to resume in {out}: it has no config.json. Start the run without --resume.")
+            # The saved settings, overridden by what was passed: run() then
+            # refuses whatever of that the run may not change.
+            config = dataclasses.replace(TrainConfig.from_file(config_path), **given)
+        else:
+            config = TrainConfig(**given)
+        metrics = run(config, resume=args.resume)
+    except TrainingDiverged as error:
+        print(f"keras-recu train: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nkeras-recu train: interrupted; `keras-recu train --out {out} --resume` continues from the "
+              "last checkpoint.", file=sys.stderr)
+        return 130
+    except (RunError, ValueError, TypeError, RuntimeError, OSError) as error:
+        # ValueError and TypeError: a setting (the message names it) or a
+        # damaged data file; RuntimeError: data not available; OSError: the
+        # file system refused.
+        print(f"keras-recu train: {error}", file=sys.stderr)
+        return 2
+    return _report_train(out.resolve(), metrics)
+
+
+def _report_train(out: Path, metrics: dict) -> int:
+    if not metrics.get("complete"):
+        epochs = metrics["config"]["epochs"]
+        print(f"\nStopped after epoch {metrics['epochs_done']} of {epochs}; "
+              f"`keras-recu train --out {out} --resume` continues.")
+        return 0
+    if metrics.get("chief") is False:
+        print("\nThis worker's part is done; the chief wrote the run directory.")
+        return 0
+    deployment = metrics["deployment"]
+    print(f"\nTest accuracy {metrics['test_accuracy']:.2%}.")
+    if deployment.get("converted"):
+        print(
+            f"LCE flatbuffer {deployment['flatbuffer_kib']} KiB, argmax agreement with Keras "
+            f"{deployment['argmax_agreement']:.2%} on {deployment['verify_samples']} test images."
+        )
+    else:
+        print(deployment["note"])
+    print(f"Report: {out / 'report.md'} (plots and metrics.json beside it)")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate and convert
+
+
+def _model_path(path: Path, command: str) -> Path:
+    """The .keras file a path names: the file itself, or a run directory's model.keras."""
+    if path.is_dir():
+        model = path / "model.keras"
+        if model.exists():
+            return model
+        checkpoint = path / "checkpoints" / "last.keras"
+        if checkpoint.exists():
+            raise UsageError(
+                f"{path} holds a run that has not finished (no model.keras yet): finish it with "
+                f"`keras-recu train --out {path} --resume`, or {command} its last checkpoint, {checkpoint}."
+            )
+        raise UsageError(f"{path} is a directory without model.keras; pass a run directory or a .keras file.")
+    if not path.exists():
+        raise UsageError(f"no such file: {path}")
+    return path
+
+
+def _load_model(path: Path):
     import keras
+
+    if not zipfile.is_zipfile(path):
+        raise UsageError(
+            f"{path} is not a Keras model file: a .keras file is a zip archive, and this one is not "
+            "(or it is cut short). Pass a run directory or a .keras file written by model.save or keras-recu train."
+        )
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # whatever the file holds, the user gets one line, not Keras' traceback
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(
+            f"cannot load {path} as a Keras model ({type(error).__name__}: {cause[:300]}). Pass a .keras file "
+            "written by model.save or keras-recu train; a model with custom layers needs their module imported."
+        ) from None
+
+
+def run_evaluate(args) -> int:
+    from keras_recu.app.train import RunError, evaluate
+
+    try:
+        _model_path(args.model, "evaluate")
+        result = evaluate(str(args.model), args.dataset, args.data_dir)
+    except (UsageError, RunError, ValueError, RuntimeError, OSError) as error:
+        print(f"keras-recu evaluate: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _output_path(args, model_path: Path) -> Path:
+    output = args.output or model_path.with_suffix(".tflite")
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a directory; give a file name, e.g. -o {output / 'model.tflite'}.")
+    if not output.parent.is_dir():
+        raise UsageError(f"-o {output}: the directory {output.parent} does not exist; create it or choose another path.")
+    if not os.access(output.parent, os.W_OK):
+        raise UsageError(f"-o {output}: cannot write into {output.parent}; choose a writable path.")
+    return output
+
+
+def _verify_inputs(args, model):
     import numpy as np
 
-    import keras_recu.layers  # noqa: F401  (registers the classes for loading)
-    import keras_recu.models  # noqa: F401
+    expected = tuple(model.inputs[0].shape[1:])
+    if args.inputs is None:
+        shape = (args.samples, *expected)
+        print(f"Verifying on {args.samples} random normal inputs of shape {expected}.")
+        return np.random.default_rng(args.seed).normal(size=shape).astype("float32")
+    if not args.inputs.is_file():
+        raise UsageError(f"--inputs {args.inputs}: no such file; pass a .npy array of shape (N, {', '.join(map(str, expected))}).")
+    try:
+        inputs = np.load(args.inputs, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--inputs {args.inputs} is not a .npy array ({error}); save one with numpy.save.") from None
+    if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or not len(inputs):
+        raise UsageError(
+            f"--inputs {args.inputs} has shape {inputs.shape}; the model takes a batch of shape "
+            f"(N, {', '.join(map(str, expected))}) with N >= 1."
+        )
+    if not np.issubdtype(inputs.dtype, np.number):
+        raise UsageError(f"--inputs {args.inputs} holds {inputs.dtype} values; the model takes numbers.")
+    return inputs.astype("float32")
+
+
+def _convert_on_tensorflow(argv: Sequence[str]) -> int:
+    """Run this convert command again in a TensorFlow-backend process.
+
+    A model traced on JAX or torch exports ops LCE cannot lower; the same
+    .keras file loaded on TensorFlow converts.
+    """
+    from keras_recu.app.train import _tensorflow_deploy_available
+
+    if not _tensorflow_deploy_available():
+        raise UsageError(
+            "convert needs TensorFlow and larq-compute-engine, which this environment lacks: "
+            "pip install 'keras-recu[tensorflow,deploy]', or convert on a machine that has them."
+        )
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    return subprocess.run([sys.executable, "-m", "keras_recu.app.cli", *argv], env=env).returncode
+
+
+def run_convert(args, argv: Sequence[str]) -> int:
+    import keras
+
+    try:
+        if keras.backend.backend() != "tensorflow":
+            return _convert_on_tensorflow(argv)
+        from keras_recu.app.train import _tensorflow_deploy_available
+
+        if not _tensorflow_deploy_available():
+            raise UsageError("convert needs larq-compute-engine: pip install 'keras-recu[deploy]'.")
+        model_path = _model_path(args.model, "convert")
+        output = _output_path(args, model_path)
+        model = _load_model(model_path)
+        inputs = _verify_inputs(args, model) if args.verify else None
+    except UsageError as error:
+        print(f"keras-recu convert: {error}", file=sys.stderr)
+        return 2
+
+    from keras_recu.app.train import _write_bytes
     from keras_recu.deploy import ConversionError, census, convert, verify
     from keras_recu.profile import summary
 
-    model_path = _model_path(args.model)
-    if not model_path.exists():
-        print(f"keras-recu convert: no such file: {model_path}", file=sys.stderr)
-        return 2
-    model = keras.models.load_model(model_path)
     summary(model)
-    output = args.output or model_path.with_suffix(".tflite")
     try:
         flatbuffer = convert(
             model,
-            output,
             inference_input_type=args.io_type,
             inference_output_type=args.io_type,
             allow_float=args.allow_float,
@@ -55,77 +328,21 @@ def run_convert(args) -> int:
     except ConversionError as error:
         print(f"keras-recu convert: {error}", file=sys.stderr)
         return 1
+    _write_bytes(output, flatbuffer)
     ops = ", ".join(f"{name} x{count}" for name, count in sorted(census(flatbuffer).items()))
     print(f"Wrote {output} ({len(flatbuffer) / 1024:.1f} KiB). Operators: {ops}")
-    if args.verify:
-        if args.inputs is not None:
-            inputs = np.load(args.inputs)
-        else:
-            shape = (args.samples, *model.inputs[0].shape[1:])
-            inputs = np.random.default_rng(args.seed).normal(size=shape).astype("float32")
-            print(f"Verifying on {args.samples} random normal inputs of shape {shape[1:]}.")
+    if inputs is not None:
         print(verify(model, flatbuffer, inputs))
     return 0
 
 
-def _train_parser(commands) -> None:
-    from keras_recu.app.train import STRATEGIES, TrainConfig
-
-    defaults = TrainConfig()
-    train = commands.add_parser("train", help="train, convert, verify and report (the main job)")
-    train.add_argument("--out", default=defaults.out, help="run directory")
-    train.add_argument("--model", default=defaults.model, help="resnet20_1w1a, resnet18_1w1a, resnet34_1w1a, vgg_small_1w1a")
-    train.add_argument("--dataset", default=defaults.dataset, help="fashion_mnist (offline default), cifar10, cifar100, mnist, ...")
-    train.add_argument("--data-dir", default=None, help="local data (IDX files or a tensorflow_datasets directory)")
-    train.add_argument("--no-download", dest="download", action="store_false", help="never download data (offline)")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--stop-after", type=int, default=None, help="end this session after epoch N (resume later)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--momentum", type=float, default=defaults.momentum)
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="PyTorch-style (coupled) L2")
-    train.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
-    train.add_argument("--tau-min", type=float, default=defaults.tau_min)
-    train.add_argument("--tau-max", type=float, default=defaults.tau_max)
-    train.add_argument("--no-augment", dest="augment", action="store_false")
-    train.add_argument("--limit-train", type=int, default=None, help="train on the first N examples")
-    train.add_argument("--limit-test", type=int, default=None, help="test on the first N examples")
-    train.add_argument("--verify-samples", type=int, default=defaults.verify_samples)
-    train.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy)
-    train.add_argument("--jit-compile", action="store_true")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--verbose", default=defaults.verbose, help="Keras fit verbosity: auto, 0, 1, 2")
-    train.add_argument("--diagnostics", action="store_true",
-                       help="record dead share, quantization error, entropy and flip ratio per epoch")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
-
-
-def run_train(args) -> int:
-    from keras_recu.app.train import TrainConfig, run
-
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    values = {key: value for key, value in vars(args).items() if key in fields}
-    if values["verbose"] not in ("auto",):
-        values["verbose"] = int(values["verbose"])
-    config = TrainConfig(**values)
-    try:
-        metrics = run(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        print(f"keras-recu train: {error}", file=sys.stderr)
-        return 2
-    out = Path(config.out).resolve()
-    deployment = metrics["deployment"]
-    print(
-        f"\nTest accuracy {metrics['test_accuracy']:.2%}; LCE flatbuffer {deployment['flatbuffer_kib']} KiB, "
-        f"argmax agreement with Keras {deployment['argmax_agreement']:.2%} on {deployment['verify_samples']} test images."
-    )
-    print(f"Report: {out / 'report.md'} (plots and metrics.json beside it)")
-    return 0
+# --------------------------------------------------------------------------- main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="keras-recu", description="ReCU binary neural networks: train, convert, verify.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _Parser(prog="keras-recu", description="ReCU binary neural networks: train, convert, verify.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(commands)
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run or a .keras file")
@@ -134,33 +351,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     evaluate.add_argument("--data-dir", default=None)
 
     convert = commands.add_parser("convert", help="convert a run or a .keras model to an LCE flatbuffer")
-    convert.add_argument("model", type=Path, help="a run directory or a Keras 3 model file (.keras)")
+    convert.add_argument("model", type=Path, help="a run directory or a Keras 3 model file (.keras), of any backend")
     convert.add_argument("-o", "--output", type=Path, help="flatbuffer path (default: MODEL.tflite)")
     convert.add_argument("--verify", action="store_true", help="compare the flatbuffer with the model")
-    convert.add_argument("--inputs", type=Path, help="a .npy batch to verify on (default: random normal)")
-    convert.add_argument("--samples", type=int, default=32, help="random inputs to verify on")
-    convert.add_argument("--seed", type=int, default=0)
+    convert.add_argument("--inputs", type=Path, help="a .npy batch (N, H, W, C) to verify on (default: random normal)")
+    convert.add_argument("--samples", type=positive_int, default=32, help="random inputs to verify on (default: 32)")
+    convert.add_argument("--seed", type=non_negative_int, default=0)
     convert.add_argument("--io-type", choices=["float32", "int8"], default="float32")
     convert.add_argument("--allow-float", action="store_true", help="accept binary layers LCE leaves in float")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Reported by the subcommand, whose --help lists its flags.
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
 
     if args.command == "train":
         return run_train(args)
     if args.command == "convert":
-        return run_convert(args)
-    if args.command == "evaluate":
-        from keras_recu.app.train import evaluate as evaluate_model
-
-        if not _model_path(args.model).exists():
-            print(f"keras-recu evaluate: no such file: {_model_path(args.model)}", file=sys.stderr)
-            return 2
-        try:
-            print(json.dumps(evaluate_model(str(args.model), args.dataset, args.data_dir), indent=2))
-        except (ValueError, RuntimeError) as error:
-            print(f"keras-recu evaluate: {error}", file=sys.stderr)
-            return 2
-        return 0
-    return 2
+        return run_convert(args, argv)
+    return run_evaluate(args)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def plot_training(history: Dict[str, list], path: Path) -> None:
             right.plot(epochs, history[key], marker="o", label=label)
     right.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     for axis in (left, right):
-        _epoch_axis(axis)
+        _epoch_axis(axis, legend=bool(axis.get_legend_handles_labels()[0]))
     _save(figure, path)
 
 
@@ -70,11 +70,17 @@ def plot_weights(initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray], p
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4.2 * max(len(names), 1), 3.5), squeeze=False)
     for axis, name in zip(axes[0], names):
         for kernel, label in ((initial[name], "start"), (final[name], "end")):
-            flat = kernel.reshape(-1, kernel.shape[-1])
-            standardized = (flat - flat.mean(0)) / (flat.std(0, ddof=1) + 1e-12)
-            axis.hist(standardized.ravel(), bins=60, alpha=0.55, density=True, label=label)
+            flat = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+            with np.errstate(all="ignore"):
+                standardized = ((flat - flat.mean(0)) / (flat.std(0, ddof=1) + 1e-12)).ravel()
+            finite = standardized[np.isfinite(standardized)]
+            if finite.size < standardized.size:
+                label = f"{label} ({standardized.size - finite.size} non-finite left out)"
+            if finite.size:  # hist() refuses an empty or non-finite range
+                axis.hist(finite, bins=60, alpha=0.55, density=True, label=label)
         axis.set(title=name, xlabel="standardized latent weight", ylabel="density")
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
     _save(figure, path)
 
 
@@ -109,6 +115,27 @@ def plot_diagnostics(
     _save(figure, path)
 
 
+def _deployment_lines(deployment: dict) -> list:
+    """The report's lines on the flatbuffer, or on how to make it when the run could not."""
+    if not deployment.get("converted", "census" in deployment):
+        later = deployment.get("convert_later", "keras-recu convert RUN_DIR --verify")
+        return [
+            "- not converted to LCE: " + deployment.get("note", "no flatbuffer was made") + ".",
+            f"  To convert later, on a machine with TensorFlow and larq-compute-engine: `{later}`",
+        ]
+    agreement = deployment.get("argmax_agreement")
+    error = deployment.get("max_abs_error")
+    return [
+        f"- LCE flatbuffer `model.tflite`: {deployment.get('flatbuffer_kib')} KiB "
+        f"(float32 parameters {deployment.get('float32_parameters_kib')} KiB); "
+        f"{deployment.get('census', {}).get('LceBconv2d', 0)} of {deployment.get('binary_layers')} binary layers "
+        f"run as LceBconv2d; left in float: {', '.join(deployment.get('binary_layers_left_in_float', [])) or 'none'}",
+        f"- verified on {deployment.get('verify_samples')} test images: argmax agreement with Keras "
+        f"{'n/a' if agreement is None else f'{agreement:.2%}'}, max |error| "
+        f"{'n/a' if error is None else f'{error:.2g}'}",
+    ]
+
+
 def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray]) -> Path:
     """Write the plots and report.md into `out`; return the report's path."""
     history = metrics.get("history", {})
@@ -118,21 +145,15 @@ def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final
     diagnostics = metrics.get("diagnostics")
     if diagnostics:
         plot_diagnostics(diagnostics, out / "diagnostics.png", metrics.get("diagnostics_per_layer"))
-    deployment = metrics.get("deployment", {})
     config = metrics["config"]
-    agreement = deployment.get("argmax_agreement")
     lines = [
         f"# {config['model']} on {config['dataset']}",
         "",
         f"- test accuracy **{metrics['test_accuracy']:.2%}** (loss {metrics['test_loss']:.4f}) after "
-        f"{len(history.get('loss', []))} of {config['epochs']} epochs",
+        f"{len(history.get('loss', []))} of {config['epochs']} epochs"
+        + (f", trained on the {metrics['backend']} backend" if metrics.get("backend") else ""),
         f"- {metrics['parameters']:,} parameters; tau {config['tau_min']} -> {config['tau_max']}",
-        f"- LCE flatbuffer `model.tflite`: {deployment.get('flatbuffer_kib')} KiB "
-        f"(float32 parameters {deployment.get('float32_parameters_kib')} KiB); "
-        f"{deployment.get('census', {}).get('LceBconv2d', 0)} of {deployment.get('binary_layers')} binary layers "
-        f"run as LceBconv2d; left in float: {', '.join(deployment.get('binary_layers_left_in_float', [])) or 'none'}",
-        f"- verified on {deployment.get('verify_samples')} test images: argmax agreement with Keras "
-        f"{'n/a' if agreement is None else f'{agreement:.2%}'}, max |error| {deployment.get('max_abs_error', float('nan')):.2g}",
+        *_deployment_lines(metrics.get("deployment") or {}),
         "",
         "![accuracy and loss](training.png)",
         "",

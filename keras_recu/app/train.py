@@ -3,43 +3,112 @@
 `run(config)` (and `keras-recu train`) trains `config.model` on
 `config.dataset` with the ReCU recipe: SGD with momentum and PyTorch-style
 weight decay, a linear warm-up then cosine decay to zero, and the tau
-schedule 0.85 -> 0.99; it checkpoints every epoch (weights, optimizer state
-and the epoch reached, so `resume=True` continues exactly), evaluates on the
-test split, converts to a larq-compute-engine flatbuffer, verifies it on test
-images, and leaves in the run directory:
+schedule 0.85 -> 0.99. It checkpoints every epoch; when the last epoch is
+done it evaluates on the test split, converts to a larq-compute-engine
+flatbuffer, verifies it on test images and writes the report. The run
+directory:
 
-    model.keras       the trained model
-    model.tflite      the LCE flatbuffer
+    config.json       the run's configuration (what --resume continues)
+    history.csv       one row per finished epoch: loss, accuracy, val_*, tau, ...
+    initial_kernels.npz  latent kernels of a few binary layers at the start
+    checkpoints/      last.keras (model, optimizer state and the run's own record
+                      of the epochs done and the history) and state.json (the same
+                      record, readable), for --resume
+    model.keras       the trained model (any backend; loads in a fresh process)
+    model.tflite      the LCE flatbuffer (when TensorFlow and LCE are installed)
     metrics.json      configuration, per-epoch history, test metrics, verification
     summary.txt       the model's summary table and the verification report
     report.md         all of it on one page, with the plots
-    training.png      accuracy and loss per epoch
-    tau.png           tau per epoch
-    weights.png       latent-weight histograms of a few binary layers, start and end
-    diagnostics.png   with --diagnostics: dead share, quantization error, entropy and
-                      flip ratio per epoch (keras_recu.diagnostics); the per-layer
-                      values per epoch are in diagnostics.jsonl and metrics.json
-    checkpoints/      last.keras and state.json, for --resume
+    training.png, tau.png, weights.png, and with --diagnostics diagnostics.png
+                      and diagnostics.jsonl (keras_recu.diagnostics per layer)
+
+Crash safety
+    Every file is written to a temporary file in its own directory, flushed
+    to disk and renamed over the old one, so a kill at any moment leaves
+    either the previous or the new version, never a torn one. The checkpoint
+    is the run's truth: it carries its own record of the epochs done and of
+    the history, so a missing or stale state.json (a kill between the two
+    renames) or history.csv is rebuilt from it. A run killed before its first
+    checkpoint resumes from epoch 0 with its saved configuration.
+
+Exact resume
+    Batch i of epoch e is a pure function of (seed, e, i) (`keras_recu.app.data`),
+    the optimizer state, the learning-rate schedule's step and tau come back
+    from the checkpoint, and the model is rebuilt and compiled exactly as in
+    the first session, so `--stop-after k` then `--resume` gives the same
+    weights as the uninterrupted run, bit for bit on CPU.
+
+Backends and strategies
+    Training runs on any Keras backend. Conversion needs TensorFlow and LCE:
+    after a run on JAX or torch, the saved model.keras is converted and
+    verified in a TensorFlow-backend subprocess when both are installed;
+    otherwise the run succeeds and the report says how to convert later.
+    `strategy`: "mirrored" (one machine, several devices) and "multiworker"
+    (several processes with TF_CONFIG) are tf.distribute strategies, on the
+    TensorFlow backend only; "data-parallel" is `keras.distribution.DataParallel`,
+    on JAX only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import json
 import math
 import os
+import secrets
+import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["TrainConfig", "run", "evaluate", "STRATEGIES"]
+__all__ = [
+    "RESUMABLE",
+    "RunError",
+    "STRATEGIES",
+    "TrainConfig",
+    "TrainingDiverged",
+    "evaluate",
+    "learning_rate_schedule",
+    "run",
+]
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+STRATEGIES = ("default", "mirrored", "multiworker", "data-parallel")
+#: tf.distribute strategies: TensorFlow backend only.
+TF_STRATEGIES = ("mirrored", "multiworker")
+#: What a resumed run may change. The others define the run: a different
+#: model, data set, seed, recipe or schedule length would continue another
+#: run's weights under other rules (see `run`). `download` only decides
+#: whether a missing data set may be fetched, never which data a run sees.
+RESUMABLE = ("out", "verbose", "stop_after", "download")
+
+CHECKPOINT = "last.keras"
+STATE = "state.json"
+# The run's record inside the checkpoint archive (Keras ignores extra members).
+RECORD = "keras_recu_run.json"
+RECORD_FORMAT = 1
+# Temporary files of atomic writes: ".NAME.XXXXXX.tmp.SUFFIX".
+_TEMPORARY_MARK = ".tmp"
+
+
+class RunError(Exception):
+    """The job cannot go on as asked; the message says why and what to do."""
+
+
+class TrainingDiverged(RunError):
+    """The training loss or the weights became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------- configuration
 
 
 @dataclasses.dataclass
@@ -66,52 +135,364 @@ class TrainConfig:
     verify_samples: int = 1000
     strategy: str = "default"
     seed: int = 0
-    jit_compile: bool = False
-    verbose: str = "auto"
+    jit_compile: bool = False  # XLA on the TensorFlow backend (JAX always compiles)
+    verbose: Any = "auto"  # Keras' fit verbosity: "auto", 0, 1 or 2
     diagnostics: bool = False  # per-epoch weight diagnostics (keras_recu.diagnostics)
 
+    @classmethod
+    def from_file(cls, path: os.PathLike) -> "TrainConfig":
+        """The configuration saved in a run's config.json.
+
+        Keys missing from the file take today's defaults; an unknown key is
+        refused, since it would be silently ignored.
+        """
+        path = Path(path)
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise RunError(f"cannot read {path}: {error}. Restore the file or start a new run.") from None
+        if not isinstance(saved, dict):
+            raise RunError(f"{path} must hold a JSON object of settings, got {type(saved).__name__}.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise RunError(
+                f"{path} has unknown setting(s) {', '.join(map(repr, unknown))}: it was edited or written by "
+                f"another version of keras-recu. Known settings: {', '.join(sorted(known))}. Remove or rename them."
+            )
+        return cls(**saved)
+
     def validate(self) -> None:
-        from keras_recu import models, ops as recu_ops
+        """Raise ValueError naming the setting, the value and the allowed values."""
+        from keras_recu import models
+        from keras_recu import ops as recu_ops
         from keras_recu.app.data import DATASETS
 
+        def number(name, allow_int=True):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`{name}` must be a number, got {value!r}.")
+            if not math.isfinite(value):
+                raise ValueError(f"`{name}` must be finite, got {value}.")
+            return value
+
+        def integer(name, minimum, optional=False):
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"`{name}` must be an integer, got {value!r}.")
+            if value < minimum:
+                raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+
+        for name in ("augment", "download", "jit_compile", "diagnostics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        for name in ("epochs", "batch_size", "verify_samples"):
+            integer(name, 1)
+        integer("warmup_epochs", 0)
+        integer("seed", 0)
+        for name in ("limit_train", "limit_test", "stop_after"):
+            integer(name, 1, optional=True)
+        for name in ("learning_rate", "momentum", "weight_decay", "tau_min", "tau_max"):
+            number(name)
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}.")
+        recu_ops.validate_schedule(self.tau_min, self.tau_max, self.epochs)
         models.get(self.model)  # raises, listing the models
         if self.dataset not in DATASETS:
             raise ValueError(f"Unknown dataset {self.dataset!r}. Known: {', '.join(DATASETS)}.")
-        recu_ops.validate_schedule(self.tau_min, self.tau_max, self.epochs)
-        for name in ("epochs", "batch_size", "verify_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
-            raise ValueError(f"`stop_after` must be in [1, epochs], got {self.stop_after}.")
-        if not 0 <= self.warmup_epochs < self.epochs:
+        if self.stop_after is not None and self.stop_after > self.epochs:
+            raise ValueError(f"`stop_after` must be in [1, epochs={self.epochs}], got {self.stop_after}.")
+        if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"`warmup_epochs` must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}."
             )
-        if self.learning_rate <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("learning_rate must be > 0, weight_decay >= 0 and momentum in [0, 1).")
+        if self.verbose not in ("auto", 0, 1, 2) or isinstance(self.verbose, bool):
+            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2, got {self.verbose!r}.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}. Known: {', '.join(STRATEGIES)}.")
+        _check_strategy_backend(self.strategy)
 
 
-def _strategy(name: str):
-    import tensorflow as tf
+def _backend() -> str:
+    import keras
 
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+    return keras.backend.backend()
+
+
+def _check_strategy_backend(strategy: str) -> None:
+    backend = _backend()
+    if strategy in TF_STRATEGIES and backend != "tensorflow":
+        raise ValueError(
+            f"--strategy {strategy} is a tf.distribute strategy and runs on the TensorFlow backend only; "
+            f"this process runs Keras on {backend}. Use KERAS_BACKEND=tensorflow, or on JAX "
+            "--strategy data-parallel."
+        )
+    if strategy == "data-parallel" and backend != "jax":
+        hint = "use --strategy mirrored" if backend == "tensorflow" else "use KERAS_BACKEND=jax"
+        raise ValueError(
+            f"--strategy data-parallel is keras.distribution.DataParallel, which Keras implements on the "
+            f"JAX backend only; this process runs Keras on {backend}: {hint}."
+        )
+
+
+def _conflicts(saved: TrainConfig, given: TrainConfig) -> List[str]:
+    """The settings a resumed run asks to change but may not, as 'name: saved X, given Y'."""
+    lines = []
+    for field in dataclasses.fields(TrainConfig):
+        before, after = getattr(saved, field.name), getattr(given, field.name)
+        if field.name in RESUMABLE or before == after:
+            continue
+        line = f"--{field.name.replace('_', '-')}: saved {before!r}, given {after!r}"
+        if field.name == "epochs":
+            # The learning-rate (cosine) and tau (exponential) schedules are
+            # functions of epoch / epochs: another length changes every epoch
+            # already trained, so "the same run, longer" does not exist.
+            line += (
+                " (the learning-rate and tau schedules span --epochs, so another length is another run: "
+                "start a new run, or fine-tune from the run's model.keras)"
+            )
+        lines.append(line)
+    return lines
+
+
+# --------------------------------------------------------------------------- distribution
 
 
 def _is_chief() -> bool:
-    """Whether this process writes the run's files (multi-worker: one does)."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    """Whether this process writes the run's files (multi-worker: exactly one does)."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        raise RunError("TF_CONFIG is not valid JSON; see the README's multi-worker section.") from None
     task = config.get("task", {})
     if "type" not in task:
         return True
     if "chief" in config.get("cluster", {}):
         return task["type"] == "chief"
-    return task["type"] == "worker" and task.get("index", 0) == 0
+    return task["type"] == "worker" and int(task.get("index", 0)) == 0
+
+
+def _multi_worker_strategy():
+    """tf.distribute.MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3 gives it.
+
+    Keras 3 (3.15) calls `strategy.reduce` in two ways that this strategy
+    alone refuses: on the first `(x, y)` batch, a tuple, to build the model
+    ("Attempt to convert a value (PerReplica...)"), and with `axis=0` on the
+    scalar metrics of each step ("Invalid reduction dimension 0"). Reducing
+    leaf by leaf, and a scalar across the replicas, is what those calls mean.
+    """
+    import tensorflow as tf
+
+    class KerasReduce(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def leaf(v):
+                local = self.experimental_local_results(v)[0]
+                scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
+                return super(KerasReduce, self).reduce(reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(leaf, value)
+
+    return KerasReduce()
+
+
+def _distribution(strategy: str):
+    """The tf.distribute strategy to build the model under (a null scope otherwise).
+
+    Must run before any TensorFlow op of the process: a multi-worker strategy
+    configures the collective ops at program startup, and TensorFlow refuses
+    that once its runtime is initialized (by a seed, a tensor, a dataset).
+    """
+    if strategy in TF_STRATEGIES:
+        import tensorflow as tf
+
+        if strategy == "mirrored":
+            return tf.distribute.MirroredStrategy()
+        if not os.environ.get("TF_CONFIG"):
+            raise RunError(
+                "--strategy multiworker needs TF_CONFIG (the cluster and this worker's task) in the "
+                "environment of every worker; see the README's multi-worker section."
+            )
+        return _multi_worker_strategy()
+    if strategy == "data-parallel":
+        import keras
+
+        # One batch split over every local device; the step is compiled once
+        # for the whole mesh, so BatchNorm's batch statistics are computed
+        # over the global batch, as synchronized BatchNorm does on TensorFlow.
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return None
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` all or nothing: `write` fills a temporary file in the same
+    directory, which is flushed to disk and renamed over `path`.
+
+    A kill at any moment leaves the old file or the new one; a failing `write`
+    leaves the old one and no temporary file.
+    """
+    path = Path(path)
+    # Not mkstemp: its files are private (0600); these follow the umask like any other.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TEMPORARY_MARK}{path.suffix}")
+    open(temporary, "xb").close()
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def _remove_temporaries(directory: Path) -> None:
+    """Delete what a killed atomic write left behind."""
+    for leftover in directory.glob(f".*{_TEMPORARY_MARK}*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _history_csv(rows: List[dict]) -> str:
+    """history.csv: an epoch column, then the logged values in sorted order, exact floats."""
+    keys = sorted({key for row in rows for key in row if key != "epoch"})
+    lines = [",".join(["epoch", *keys])]
+    for row in rows:
+        lines.append(",".join([str(row["epoch"]), *(repr(float(row[key])) if key in row else "" for key in keys)]))
+    return "\n".join(lines) + "\n"
+
+
+def _history_columns(rows: List[dict]) -> Dict[str, list]:
+    keys = ["epoch", *sorted({key for row in rows for key in row if key != "epoch"})]
+    return {key: [row.get(key, float("nan")) for row in rows] for key in keys} if rows else {}
+
+
+class _RunFiles:
+    """The checkpoint and the run state: atomic, self-describing, the previous one kept until the next is whole.
+
+    A multi-worker job's other workers read the chief's run directory
+    (`source`, to resume) but write their own files into a temporary
+    directory (`target`), which nobody reads.
+    """
+
+    def __init__(self, source: Path, target: Path):
+        self.source = source
+        self.target = target
+        self.checkpoint = source / "checkpoints" / CHECKPOINT
+        self.state = source / "checkpoints" / STATE
+
+    def holds_run(self) -> bool:
+        return self.checkpoint.exists() or (self.source / "model.keras").exists()
+
+    def restore(self) -> Tuple[int, List[dict], Optional[str]]:
+        """(epochs done, history rows, backend) of the run in `source`; (0, [], None) before its first checkpoint."""
+        state = self._read_state()
+        if not self.checkpoint.exists():
+            if state and state.get("epochs_done", 0) > 0:
+                raise RunError(
+                    f"{self.state} records {state['epochs_done']} finished epoch(s) but {self.checkpoint} is "
+                    "missing, so the trained weights are gone. Restore the file, or start a new run "
+                    "(another --out)."
+                )
+            return 0, [], None
+        try:
+            with zipfile.ZipFile(self.checkpoint) as archive:
+                record = json.loads(archive.read(RECORD))
+        except KeyError:
+            record = None
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            raise RunError(
+                f"{self.checkpoint} is damaged ({error}); it is not a complete .keras archive. keras-recu "
+                "writes checkpoints atomically, so something else cut it short (a full disk, an interrupted "
+                "copy, an older keras-recu). Restore it, or start a new run (another --out)."
+            ) from None
+        if record is None:
+            # A checkpoint of an older keras-recu: state.json is the only record.
+            if not state:
+                raise RunError(
+                    f"{self.checkpoint} carries no record of the epochs it holds and {self.state} is missing, "
+                    "so the epoch this run reached is unknown; resuming would restart the schedules at epoch 0 "
+                    "on trained weights. Restore state.json, or start a new run (another --out)."
+                )
+            record = {"epochs_done": int(state["epochs_done"]), "history": _read_history_csv(self.source)}
+        return int(record["epochs_done"]), list(record["history"]), record.get("backend")
+
+    def _read_state(self) -> Optional[dict]:
+        try:
+            return json.loads(self.state.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save(self, model, epochs_done: int, history: List[dict]) -> None:
+        """Checkpoint, then state.json, then history.csv; each replaces its predecessor whole."""
+        directory = self.target / "checkpoints"
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {"format": RECORD_FORMAT, "epochs_done": epochs_done, "history": history, "backend": _backend()}
+
+        def write_checkpoint(temporary: Path) -> None:
+            model.save(temporary)
+            with zipfile.ZipFile(temporary, "a") as archive:
+                archive.writestr(RECORD, json.dumps(record))
+
+        atomic_write(directory / CHECKPOINT, write_checkpoint)
+        _write_json(directory / STATE, record)
+        _write_text(self.target / "history.csv", _history_csv(history))
+
+
+def _read_history_csv(out: Path) -> List[dict]:
+    import csv
+
+    path = out / "history.csv"
+    if not path.exists():
+        return []
+    with open(path) as file:
+        return [
+            {key: int(value) if key == "epoch" else float(value) for key, value in row.items() if value != ""}
+            for row in csv.DictReader(file)
+        ]
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise RunError(
+            f"cannot write the run directory {out}: {error.strerror or error}. Choose a writable --out."
+        ) from None
+
+
+# --------------------------------------------------------------------------- training
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -129,173 +510,149 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     )
 
 
+def _epoch_stream(train, first_epoch: int, last_epoch: int):
+    """Epochs [first_epoch, last_epoch) of `train` as one sequence for a single `fit`.
+
+    Item j is batch j % n of epoch first_epoch + j // n, a pure function of
+    j. Setting the epoch from a callback's on_epoch_begin would race: Keras
+    creates the next epoch's iterator at the end of the previous epoch,
+    before any epoch callback, and on TensorFlow tf.data starts prefetching
+    from it at once.
+    """
+    import keras
+
+    class EpochStream(keras.utils.PyDataset):
+        def __init__(self):
+            # One worker, no multiprocessing: Keras reads items in order.
+            super().__init__()
+            self._steps = len(train)
+            self._epoch: Optional[int] = None
+            self._lock = threading.Lock()
+
+        def __len__(self):
+            return (last_epoch - first_epoch) * self._steps
+
+        def __getitem__(self, index):
+            epoch, step = divmod(int(index), self._steps)
+            with self._lock:  # set_epoch and the read belong together
+                if self._epoch != first_epoch + epoch:
+                    self._epoch = first_epoch + epoch
+                    train.set_epoch(self._epoch)
+                return train[step]
+
+    return EpochStream()
+
+
+def _check_batches_divide(config: TrainConfig, info) -> None:
+    """DataParallel splits every batch evenly over the devices, the last partial ones too."""
+    import keras
+
+    devices = len(keras.distribution.list_devices())
+    sizes = {
+        "--batch-size": config.batch_size,
+        "the last training batch": info.train_examples % config.batch_size,
+        "the last test batch": info.test_examples % config.batch_size,
+    }
+    uneven = [f"{what} ({size})" for what, size in sizes.items() if size % devices]
+    if uneven:
+        raise RunError(
+            f"--strategy data-parallel splits each batch over {devices} devices, and "
+            f"{', '.join(uneven)} does not divide by {devices} ({info.train_examples} training and "
+            f"{info.test_examples} test examples). Choose --batch-size, --limit-train and --limit-test so "
+            f"that every batch does."
+        )
+
+
+def _build_model(config: TrainConfig, info, steps_per_epoch: int):
+    import keras
+
+    from keras_recu import models
+    from keras_recu.optimizers import L2SGD
+
+    model = models.get(config.model)(
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        tau=config.tau_min,
+        # JAX's data-parallel step computes the batch statistics over the
+        # global batch by itself; tf.distribute needs synchronized BatchNorm.
+        sync_batch_norm=config.strategy in TF_STRATEGIES,
+    )
+    backend = _backend()
+    model.compile(
+        optimizer=L2SGD(
+            learning_rate_schedule(config, steps_per_epoch),
+            momentum=config.momentum,
+            l2=config.weight_decay,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        # --jit-compile is TensorFlow's XLA switch. On JAX, jit_compile=False
+        # would run every step eagerly; on torch, True would mean torch.compile.
+        jit_compile={"tensorflow": config.jit_compile, "jax": True}.get(backend, False),
+    )
+    return model
+
+
 def _binary_kernels(model, count: int = 3) -> Dict[str, np.ndarray]:
     """Latent kernels of up to `count` binary layers: the first, a middle one, the last."""
+    import keras
+
     from keras_recu.deploy import binary_layers
 
     names = [layer.name for layer in binary_layers(model) if layer.kind == "conv"]
     if len(names) > count:
         picks = sorted({0, len(names) // 2, len(names) - 1})
         names = [names[i] for i in picks]
-    return {name: model.get_layer(name).kernel.numpy() for name in names}
+    return {name: keras.ops.convert_to_numpy(model.get_layer(name).kernel) for name in names}
 
 
-class _RunState:
-    """Files under RUN_DIR/checkpoints that let a run resume exactly."""
-
-    def __init__(self, out: Path):
-        self.dir = out / "checkpoints"
-        self.model_path = self.dir / "last.keras"
-        self.state_path = self.dir / "state.json"
-
-    def epochs_done(self) -> int:
-        if not self.state_path.exists():
-            return 0
-        return int(json.loads(self.state_path.read_text())["epochs_done"])
-
-    def callback(self):
-        import keras
-
-        state = self
-
-        class SaveState(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                state.dir.mkdir(parents=True, exist_ok=True)
-                self.model.save(state.model_path)
-                state.state_path.write_text(json.dumps({"epochs_done": epoch + 1}))
-
-        return SaveState()
-
-
-def _history(out: Path) -> Dict[str, List[float]]:
-    import csv
-
-    path = out / "history.csv"
-    if not path.exists():
-        return {}
-    with open(path) as file:
-        rows = list(csv.DictReader(file))
-    return {key: [float(row[key]) for row in rows] for key in rows[0]} if rows else {}
-
-
-def run(config: TrainConfig, resume: bool = False) -> dict:
-    """Train, evaluate, convert, verify and report; return the metrics dict."""
+def _all_finite(model) -> bool:
     import keras
 
-    from keras_recu import models
-    from keras_recu.app import data
-    from keras_recu.callbacks import TauScheduler
-    from keras_recu.optimizers import L2SGD
-
-    config.validate()
-    out = Path(config.out)
-    if not _is_chief():
-        # Every worker runs the same program; only the chief's files count.
-        out = Path(tempfile.mkdtemp(prefix="keras_recu_worker_"))
-    state = _RunState(out)
-    if resume:
-        if not state.model_path.exists():
-            raise FileNotFoundError(
-                f"Nothing to resume in {out}: no {state.model_path}. Start the run without --resume."
-            )
-        saved = json.loads((out / "config.json").read_text())
-        if config.diagnostics and not saved.get("diagnostics", False):
-            raise ValueError(
-                f"The run in {out} was started without --diagnostics; they cannot be switched on "
-                "when resuming (history.csv's columns are fixed). Resume without --diagnostics, "
-                "or start a new run with it."
-            )
-        # The schedule's length is the run's; a session may stop at another epoch.
-        saved.update(out=config.out, verbose=config.verbose, stop_after=config.stop_after)
-        config = TrainConfig(**saved)
-    elif state.model_path.exists():
-        raise FileExistsError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out."
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-
-    keras.utils.set_random_seed(config.seed)
-    train_ds, test_ds, info = data.load(
-        config.dataset,
-        config.batch_size,
-        data_dir=config.data_dir,
-        augment=config.augment,
-        limit_train=config.limit_train,
-        limit_test=config.limit_test,
-        seed=config.seed,
-        download=config.download,
-    )
-    steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
-    strategy = _strategy(config.strategy)
-    with strategy.scope():
-        if resume:
-            model = keras.models.load_model(state.model_path)
-        else:
-            model = models.get(config.model)(
-                input_shape=info.input_shape,
-                num_classes=info.num_classes,
-                tau=config.tau_min,
-                sync_batch_norm=config.strategy != "default",
-            )
-            model.compile(
-                optimizer=L2SGD(
-                    learning_rate_schedule(config, steps_per_epoch),
-                    momentum=config.momentum,
-                    l2=config.weight_decay,
-                ),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
-                jit_compile=config.jit_compile,
-            )
-    initial_path = out / "initial_kernels.npz"
-    if not initial_path.exists():
-        np.savez(initial_path, **_binary_kernels(model))
-
-    initial_epoch = state.epochs_done()
-    last_epoch = config.stop_after or config.epochs
-    start = time.perf_counter()
-    if initial_epoch < last_epoch:
-        callbacks = [TauScheduler(config.tau_min, config.tau_max, epochs=config.epochs)]
-        if config.diagnostics:
-            callbacks += _diagnostics_callbacks(config, out)
-        model.fit(
-            train_ds,
-            validation_data=test_ds,
-            epochs=last_epoch,
-            initial_epoch=initial_epoch,
-            callbacks=[
-                *callbacks,
-                # After the diagnostics: history.csv gets their model-mean columns.
-                keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
-                state.callback(),
-            ],
-            verbose=config.verbose,
-        )
-    train_seconds = time.perf_counter() - start
-
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
-    model.save(out / "model.keras")
-    metrics = {
-        "config": dataclasses.asdict(config),
-        "dataset": dataclasses.asdict(info),
-        "parameters": int(model.count_params()),
-        "history": _history(out),
-        "train_seconds_this_session": round(train_seconds, 1),
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
-    }
-    if config.diagnostics:
-        metrics.update(_diagnostics(metrics["history"], out))
-    metrics.update(_deploy(model, test_ds, config, out))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    from keras_recu.app.report import write_report
-
-    write_report(out, metrics, initial=dict(np.load(initial_path)), final=_binary_kernels(model))
-    return metrics
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
-def _diagnostics_callbacks(config: TrainConfig, out: Path) -> list:
+def _session_callback(files: _RunFiles, history: List[dict]):
+    """Checkpoints each finished epoch; stops, and checkpoints nothing, once the loss or a weight is not finite.
+
+    Keras' BackupAndRestore does not fit: it rewrites its files in place (a
+    kill mid-write loses the run), keeps no history, restores only inside a
+    `fit` of the same model object and deletes its backup when `fit` ends,
+    whereas a run here resumes across processes, sessions and --stop-after.
+    TerminateOnNaN would stop in time, but the epoch's end would still be
+    checkpointed; here a non-finite epoch never replaces the last good one.
+    """
+    import keras
+
+    class Session(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.diverged: Optional[str] = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged = f"the training loss became {float(loss)} in epoch {self._epoch + 1}, batch {batch + 1}"
+                self.model.stop_training = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.diverged is None and not math.isfinite(float((logs or {}).get("loss", 0.0))):
+                self.diverged = f"the training loss of epoch {epoch + 1} is {logs['loss']}"
+            if self.diverged is None and not _all_finite(self.model):
+                self.diverged = f"a weight became NaN or infinite in epoch {epoch + 1}"
+            if self.diverged is not None:
+                self.model.stop_training = True
+                return
+            history.append({"epoch": int(epoch), **{key: float(value) for key, value in (logs or {}).items()}})
+            files.save(self.model, epoch + 1, history)
+
+    return Session()
+
+
+def _diagnostics_callbacks(config: TrainConfig, target: Path) -> list:
     """DiagnosticsCallback (model means into the logs) and a writer of its per-layer values.
 
     The per-layer values go to diagnostics.jsonl, one line per epoch, appended
@@ -308,7 +665,7 @@ def _diagnostics_callbacks(config: TrainConfig, out: Path) -> list:
 
     # reference_tau only matters for non-ReCU binary layers (plain STE).
     diagnostics = DiagnosticsCallback(reference_tau=config.tau_min, per_layer=False)
-    path = out / "diagnostics.jsonl"
+    path = target / "diagnostics.jsonl"
 
     class LayerLog(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -322,78 +679,390 @@ def _diagnostics_callbacks(config: TrainConfig, out: Path) -> list:
     return [diagnostics, LayerLog()]
 
 
-def _diagnostics(history: Dict[str, List[float]], out: Path) -> dict:
+def _diagnostics_lines(path: Path) -> Dict[int, dict]:
+    """diagnostics.jsonl by epoch; a re-run epoch's last line wins, a torn last line is skipped."""
+    by_epoch = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            by_epoch[int(entry["epoch"])] = entry["layers"]
+    return by_epoch
+
+
+def _diagnostics(history: Dict[str, list], out: Path) -> dict:
     """metrics.json's "diagnostics" (model means per epoch) and "diagnostics_per_layer"."""
     from keras_recu.diagnostics import LOG_PREFIX, METRICS
 
     means = {metric: history.get(LOG_PREFIX + metric, []) for metric in METRICS}
-    epochs = [int(e) for e in history.get("epoch", range(len(means["dead_share"])))]
-    by_epoch = {}
-    path = out / "diagnostics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                by_epoch[entry["epoch"]] = entry["layers"]  # a re-run epoch: the last wins
+    by_epoch = _diagnostics_lines(out / "diagnostics.jsonl")
     per_layer: Dict[str, Dict[str, List[float]]] = {}
-    for epoch in epochs:
-        for name, values in by_epoch.get(epoch, {}).items():
+    for epoch in history.get("epoch", []):
+        for name, values in by_epoch.get(int(epoch), {}).items():
             record = per_layer.setdefault(name, {metric: [] for metric in METRICS})
             for metric in METRICS:
                 record[metric].append(values[metric])
     return {"diagnostics": means, "diagnostics_per_layer": per_layer}
 
 
-def _deploy(model, test_ds, config: TrainConfig, out: Path) -> dict:
-    """Convert to LCE, verify on test images, write summary.txt."""
-    from keras_recu.deploy import convert, verify
-    from keras_recu.profile import summary
+def _prepare(config: TrainConfig, resume: bool) -> Tuple[TrainConfig, _RunFiles, bool]:
+    """Check the run directory and the flags; return the session's config, its files and whether it continues."""
+    out = Path(config.out)
+    chief = _is_chief()
+    target = out if chief else Path(tempfile.mkdtemp(prefix="keras_recu_worker_"))
+    files = _RunFiles(out, target)
+    config_path = out / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise RunError(f"Nothing to resume in {out}: it has no config.json. Start the run without --resume.")
+        saved = TrainConfig.from_file(config_path)
+        conflicts = _conflicts(saved, config)
+        if conflicts:
+            raise RunError(
+                f"--resume continues the run in {out} with its saved settings, and these differ: "
+                + "; ".join(conflicts)
+                + f". Drop those flags (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE[1:])} "
+                "may change), or start a new run with another --out."
+            )
+        config = dataclasses.replace(saved, **{name: getattr(config, name) for name in RESUMABLE})
+    elif files.holds_run():
+        raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
+    config.validate()
+    if chief:
+        _check_writable(out)
+    return config, files, resume
 
-    images = []
-    for batch, _ in test_ds:
-        images.append(batch.numpy())
-        if sum(len(b) for b in images) >= config.verify_samples:
-            break
-    images = np.concatenate(images)[: config.verify_samples]
-    flatbuffer = convert(model, out / "model.tflite")
-    report = verify(model, flatbuffer, images)
+
+def run(config: TrainConfig, resume: bool = False) -> dict:
+    """Train (or continue), then evaluate, convert, verify and report; return the metrics.
+
+    With `resume=True` the run in `config.out` continues with its saved
+    configuration; `config` must agree with it except for `RESUMABLE`
+    (RunError lists each conflict). A session that ends at `stop_after`
+    before the last epoch returns `{"complete": False, "epochs_done": k, ...}`
+    and leaves the final stage to the session that finishes the run.
+
+    Raises:
+        ValueError: a setting is invalid (the message names it).
+        RunError: the run directory or the flags do not allow the run.
+        TrainingDiverged: the loss or a weight became non-finite; the last
+            good checkpoint is kept.
+    """
+    config, files, resume = _prepare(config, resume)
+    try:
+        return _session(config, files, resume)
+    finally:
+        if files.target != files.source:
+            shutil.rmtree(files.target, ignore_errors=True)
+
+
+def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
+    import keras
+
+    from keras_recu.app import data
+    from keras_recu.callbacks import TauScheduler
+
+    # First of all TensorFlow work: see _distribution.
+    strategy = _distribution(config.strategy)
+    epochs_done, history, trained_on = files.restore() if resume else (0, [], None)
+    out, target = files.source, files.target
+    if resume and config.stop_after is not None and config.stop_after <= epochs_done < config.epochs:
+        raise RunError(
+            f"the run in {out} has done {epochs_done} of {config.epochs} epochs, so --stop-after "
+            f"{config.stop_after} leaves nothing to train: pass a later epoch, or omit it to finish the run."
+        )
+    if trained_on is not None and trained_on != _backend():
+        print(
+            f"note: this run trained on the {trained_on} backend and continues on {_backend()}; "
+            "it will not be bit-identical to an uninterrupted run on one backend."
+        )
+    if target == out:
+        for directory in (out, out / "checkpoints"):
+            if directory.exists():
+                _remove_temporaries(directory)
+        _write_json(out / "config.json", dataclasses.asdict(config))
+        if epochs_done:
+            # A kill may fall between the checkpoint and the files written
+            # after it: they are rebuilt from the checkpoint's own record.
+            _write_json(files.state, {"format": RECORD_FORMAT, "epochs_done": epochs_done,
+                                      "history": history, "backend": trained_on})
+            _write_text(out / "history.csv", _history_csv(history))
+    last_epoch = config.stop_after or config.epochs
+
+    keras.utils.set_random_seed(config.seed)
+    train, test, info = data.load(
+        config.dataset,
+        config.batch_size,
+        data_dir=config.data_dir,
+        augment=config.augment,
+        limit_train=config.limit_train,
+        limit_test=config.limit_test,
+        seed=config.seed,
+        download=config.download,
+    )
+    steps_per_epoch = len(train)
+    if config.strategy == "data-parallel":
+        _check_batches_divide(config, info)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = _build_model(config, info, steps_per_epoch)
+        if epochs_done:
+            # Rebuilt and compiled as in the first session, then the state:
+            # load_model would compile from the saved config, where a default
+            # (jit_compile="auto") can differ from this run's.
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(files.checkpoint)
+            steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            if steps != epochs_done * steps_per_epoch:
+                raise RunError(
+                    f"{files.checkpoint} holds {steps} optimizer steps, but {epochs_done} epoch(s) of "
+                    f"{steps_per_epoch} steps were recorded: the data set changed since the run began "
+                    "(another --data-dir or version of the files?). Restore the data, or start a new run."
+                )
+    initial_path = target / "initial_kernels.npz"
+    if not epochs_done:
+        kernels = _binary_kernels(model)
+        atomic_write(initial_path, lambda temporary: np.savez(temporary, **kernels))
+    if config.diagnostics:
+        _trim_diagnostics(target / "diagnostics.jsonl", epochs_done)
+
+    start = time.perf_counter()
+    if epochs_done < last_epoch:
+        session = _session_callback(files, history)
+        callbacks = [TauScheduler(config.tau_min, config.tau_max, epochs=config.epochs)]
+        if config.diagnostics:
+            callbacks += _diagnostics_callbacks(config, target)
+        model.fit(
+            _epoch_stream(train, epochs_done, last_epoch),
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test,
+            epochs=last_epoch,
+            initial_epoch=epochs_done,
+            # The stream orders the data; Keras' own shuffle would use Python's global RNG.
+            shuffle=False,
+            # After the others: the checkpoint's history row gets their logs (tau, diagnostics).
+            callbacks=[*callbacks, session],
+            verbose=config.verbose,
+        )
+        if session.diverged:
+            good = len(history)
+            kept = (
+                f"the last good checkpoint ({good} epoch(s)) is kept in {files.checkpoint}"
+                if good
+                else "no epoch finished, so there is no checkpoint"
+            )
+            raise TrainingDiverged(
+                f"{session.diverged}; training stopped and {kept}. Lower --learning-rate, check the data "
+                "for NaN or infinite values, or start a new run with another --seed."
+            )
+        epochs_done = len(history)
+    train_seconds = time.perf_counter() - start
+
+    if epochs_done < config.epochs:
+        result = {
+            "complete": False,
+            "epochs_done": epochs_done,
+            "config": dataclasses.asdict(config),
+            "history": _history_columns(history),
+            "train_seconds_this_session": round(train_seconds, 1),
+        }
+        return result
+    return _finish(config, model, test, info, files, history, train_seconds)
+
+
+def _trim_diagnostics(path: Path, epochs_done: int) -> None:
+    """Keep diagnostics.jsonl to the checkpointed epochs (a kill may have left later or torn lines)."""
+    by_epoch = _diagnostics_lines(path)
+    kept = [json.dumps({"epoch": e, "layers": by_epoch[e]}) for e in sorted(by_epoch) if e < epochs_done]
+    if path.exists() or kept:
+        _write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _finish(config, model, test, info, files: _RunFiles, history: List[dict], train_seconds: float) -> dict:
+    """Evaluate, save model.keras, convert and verify, write metrics.json and the report (the chief)."""
+    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    target = files.target
+    atomic_write(target / "model.keras", lambda temporary: model.save(temporary))
+    if files.target != files.source:
+        # Every worker takes part in evaluate() (a collective); only the chief reports.
+        return {"complete": True, "chief": False, "test_accuracy": float(test_accuracy)}
+
+    out = files.source
+    columns = _history_columns(history)
+    metrics = {
+        "complete": True,
+        "config": dataclasses.asdict(config),
+        "dataset": dataclasses.asdict(info),
+        "backend": _backend(),
+        "parameters": int(model.count_params()),
+        "history": columns,
+        "train_seconds_this_session": round(train_seconds, 1),
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_accuracy),
+    }
+    if config.diagnostics:
+        metrics.update(_diagnostics(columns, out))
+    images = _first_images(test, config.verify_samples)
+    deployment, report_text = _deploy(out, images)
+    metrics["deployment"] = deployment
     table = io.StringIO()
     with contextlib.redirect_stdout(table):
+        from keras_recu.profile import summary
+
         summary(model)
-    (out / "summary.txt").write_text(table.getvalue() + "\n" + str(report) + "\n")
+    _write_text(out / "summary.txt", table.getvalue() + "\n" + report_text + "\n")
+    _write_json(out / "metrics.json", metrics)
+    from keras_recu.app.report import write_report
+
+    write_report(out, metrics, initial=dict(np.load(out / "initial_kernels.npz")), final=_binary_kernels(model))
+    return metrics
+
+
+def _first_images(test, count: int) -> np.ndarray:
+    images, total = [], 0
+    for index in range(len(test)):
+        batch = np.asarray(test[index][0])
+        images.append(batch)
+        total += len(batch)
+        if total >= count:
+            break
+    return np.concatenate(images)[:count]
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+def _deployment_fields(report) -> dict:
     return {
-        "deployment": {
-            "census": dict(report.census),
-            "binary_layers": len(report.binary_layers),
-            "binary_layers_left_in_float": report.float_binary_layers,
-            "verify_samples": report.samples,
-            "argmax_agreement": report.argmax_agreement,
-            "max_abs_error": report.max_abs_error,
-            "matching_samples": report.matching_samples,
-            "flatbuffer_kib": round(report.flatbuffer_bytes / 1024, 1),
-            "float32_parameters_kib": round(report.float32_bytes / 1024, 1),
-        }
+        "converted": True,
+        "census": dict(report.census),
+        "binary_layers": len(report.binary_layers),
+        "binary_layers_left_in_float": report.float_binary_layers,
+        "verify_samples": report.samples,
+        "argmax_agreement": report.argmax_agreement,
+        "max_abs_error": report.max_abs_error,
+        "matching_samples": report.matching_samples,
+        "flatbuffer_kib": round(report.flatbuffer_bytes / 1024, 1),
+        "float32_parameters_kib": round(report.float32_bytes / 1024, 1),
     }
 
 
-def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None, batch_size: int = 256) -> dict:
-    """Test loss and accuracy of a run directory's model or of a `.keras` file."""
+def deploy_saved_model(model_path: Path, images: np.ndarray, flatbuffer_path: Path) -> Tuple[dict, str]:
+    """Convert a saved .keras to an LCE flatbuffer and verify it (TensorFlow backend).
+
+    Converts what the user gets, the saved file, whatever strategy trained
+    it. Returns the fields of metrics.json's "deployment" and the report text.
+    """
     import keras
 
-    import keras_recu.layers  # noqa: F401  (registers the classes)
-    import keras_recu.models  # noqa: F401
+    from keras_recu.deploy import convert, verify
+
+    model = keras.models.load_model(model_path)
+    flatbuffer = convert(model)
+    _write_bytes(flatbuffer_path, flatbuffer)
+    report = verify(model, flatbuffer, images)
+    return _deployment_fields(report), str(report)
+
+
+def _tensorflow_deploy_available() -> bool:
+    for name in ("tensorflow", "larq_compute_engine"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+            return False
+    return True
+
+
+def _deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
+    """The run's deployment: here on TensorFlow, else in a TensorFlow subprocess, else a note."""
+    model_path, flatbuffer_path = out / "model.keras", out / "model.tflite"
+    if _backend() == "tensorflow":
+        return deploy_saved_model(model_path, images, flatbuffer_path)
+    later = f"keras-recu convert {out} --verify"
+    if not _tensorflow_deploy_available():
+        note = (
+            f"not converted: this run trained on {_backend()} and this machine lacks TensorFlow or "
+            f"larq-compute-engine. On a machine with both (pip install 'keras-recu[deploy]'): {later}"
+        )
+        return {"converted": False, "note": note, "convert_later": later}, note
+    return _deploy_in_subprocess(out, images)
+
+
+def _deploy_in_subprocess(out: Path, images: np.ndarray) -> Tuple[dict, str]:
+    """deploy_saved_model in a fresh TensorFlow-backend process.
+
+    A model traced by JAX or torch exports XlaCallModule or other ops that LCE
+    cannot lower; the same .keras reloaded on TensorFlow converts.
+    """
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        inputs, result = Path(scratch) / "inputs.npy", Path(scratch) / "deployment.json"
+        np.save(inputs, images)
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        process = subprocess.run(
+            [sys.executable, "-m", "keras_recu.app.train", "deploy", str(out), str(inputs), str(result)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if process.returncode != 0:
+            lines = process.stderr.strip().splitlines() or ["(no output)"]
+            raise RunError(
+                f"converting {out / 'model.keras'} in a TensorFlow process failed: {lines[-1]} "
+                f"(run `keras-recu convert {out} --verify` to see it all)."
+            )
+        answer = json.loads(result.read_text())
+    return answer["deployment"], answer["report"]
+
+
+def _deploy_main(argv: List[str]) -> int:
+    """`python -m keras_recu.app.train deploy RUN_DIR INPUTS.npy RESULT.json` (used by _deploy_in_subprocess)."""
+    from keras_recu.deploy import ConversionError
+
+    _, out, inputs, result = argv
+    out = Path(out)
+    try:
+        deployment, report = deploy_saved_model(out / "model.keras", np.load(inputs), out / "model.tflite")
+    except ConversionError as error:
+        print(f"ConversionError: {error}".replace("\n", " "), file=sys.stderr)
+        return 1
+    Path(result).write_text(json.dumps({"deployment": deployment, "report": report}))
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None, batch_size: Optional[int] = None) -> dict:
+    """Test loss and accuracy of a run directory's model or of a `.keras` file.
+
+    For a run directory the run's own test split is used (its data set,
+    data directory, seed and --limit-test); `dataset` picks another set's
+    full test split.
+    """
+    import keras
+
     from keras_recu.app import data
 
     path = Path(path)
     model_path = path / "model.keras" if path.is_dir() else path
+    settings = dict(limit_test=None, seed=0)
     if dataset is None and path.is_dir() and (path / "config.json").exists():
-        saved = json.loads((path / "config.json").read_text())
-        dataset, data_dir = saved["dataset"], data_dir or saved.get("data_dir")
+        saved = TrainConfig.from_file(path / "config.json")
+        dataset, data_dir = saved.dataset, data_dir or saved.data_dir
+        settings = dict(limit_test=saved.limit_test, seed=saved.seed)
+        batch_size = batch_size or saved.batch_size
     if dataset is None:
         raise ValueError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
     model = keras.models.load_model(model_path)
-    _, test_ds, info = data.load(dataset, batch_size, data_dir=data_dir, augment=False)
+    _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    loss, accuracy = model.evaluate(test_ds, verbose=0)
+    loss, accuracy = model.evaluate(test, verbose=0)
     return {"model": str(model_path), "dataset": info.name, "test_examples": info.test_examples,
             "test_loss": float(loss), "test_accuracy": float(accuracy)}
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["deploy"]:
+    sys.exit(_deploy_main(sys.argv[1:]))
