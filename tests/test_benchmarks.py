@@ -1,109 +1,261 @@
-"""The benchmark scripts' code paths on toy budgets (no timing asserted)."""
+"""The benchmarks' shared harness and the ablation campaign's bookkeeping, on toy inputs.
 
-import json
-import runpy
+No timing is asserted. What is: the interval and test arithmetic against
+hand-computed numbers, the atomic CSV records (also with processes writing
+at once), the pool's deadline, the campaign's skipping and priorities, the
+variants' models, the report's tables, and the authors' PyTorch transcription.
+"""
+
+import math
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import ablation  # noqa: E402
+import harness  # noqa: E402
+from campaign import RowStore, Task, python_command, run_pool  # noqa: E402
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 
 
-def _script(name):
-    return runpy.run_path(str(ROOT / "benchmarks" / name), run_name="benchmark")
+# --- harness ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ablation():
-    return _script("ablation.py")
+def test_t_interval_against_hand_computed_numbers():
+    s = harness.t_interval([0.70, 0.72, 0.74, float("nan")])  # NaN dropped
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert (s.n, s.mean, s.std) == (3, pytest.approx(0.72), pytest.approx(0.02))
+    assert (s.low, s.high) == (pytest.approx(0.72 - half), pytest.approx(0.72 + half))
+    one = harness.t_interval([0.5])
+    assert one.mean == 0.5 and math.isnan(one.std) and math.isnan(one.low)
+    assert harness.fmt_interval(s, ".2f", 100) == "72.00 ± 2.00 [67.03, 76.97]"
+    assert harness.fmt_interval(one, ".1f", 100) == "50.0 (n=1)"
 
 
-def test_ablation_tiny_run_writes_results_table_and_plots(tmp_path, ablation, capsys):
-    out = tmp_path / "ablation"
-    report = ablation["main"]([
-        "--dataset", "synthetic", "--limit-train", "64", "--limit-test", "32", "--epochs", "1",
-        "--seeds", "1", "--batch-size", "32", "--out", str(out),
-    ])
-    variants = list(ablation["VARIANTS"])
-    for name in ("results.json", "table.md", "accuracy.png", "diagnostics.png"):
-        assert (out / name).stat().st_size > 0, name
+def test_welch_against_hand_computed_numbers():
+    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]
+    # var(a) = 1, var(b) = 5/3; se^2 = 1/3 + 5/12 = 3/4
+    d = harness.welch(a, b)
+    df = 0.75**2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
+    assert d.diff == pytest.approx(-3.5) and d.t == pytest.approx(-3.5 / math.sqrt(0.75))
+    assert d.df == pytest.approx(df)
+    assert d.p == pytest.approx(0.010077, abs=1e-6)  # t = -4.04 on 4.96 df
+    from scipy import stats
 
-    results = json.loads((out / "results.json").read_text())
-    assert [r["variant"] for r in results["runs"]] == variants
-    assert results["command"].startswith("PYTHONPATH=. .venv/bin/python benchmarks/ablation.py --dataset synthetic")
-    table = (out / "table.md").read_text().splitlines()
-    assert len(table) == 2 + len(variants)
-    for name in variants:
-        assert any(line.startswith(f"| {name} |") for line in table), name
-
-    runs = {r["variant"]: r for r in results["runs"]}
-    for name, run in runs.items():
-        assert 0.0 <= run["test_accuracy"] <= 1.0 and len(run["epoch_seconds"]) == 1
-        if name == "full_precision":
-            assert run["diagnostics"] is None and run["kernels_at_end"]["binary_convs"] == 0
-        else:
-            assert all(len(run["diagnostics"][key]) == 1 for key in ablation["PLOTTED"]), name
-            assert run["kernels_at_end"]["binary_convs"] == 18
-    # The swaps took: the quantizers and constraints that each variant names are
-    # the ones the model holds, and the replaced ReCUSign left with its tau.
-    assert runs["ste"]["kernels_at_end"]["kernel_quantizers"] == ["SteSign"]
-    assert runs["ste"]["kernels_at_end"]["tau_variables"] == 0
-    assert runs["standardize_only"]["kernels_at_end"]["kernel_quantizers"] == ["ReCUSign(tau=0.99999)"]
-    assert runs["clamp_fixed"]["kernels_at_end"]["kernel_quantizers"] == ["ReCUSign(tau=0.85000)"]
-    assert runs["recu"]["kernels_at_end"]["kernel_quantizers"] == ["ReCUSign(tau=0.85000)"]  # epoch 0 of 1
-    constrained = runs["recu_constraint"]["kernels_at_end"]
-    assert constrained["kernel_quantizers"] == ["ReCUSign(tau=0.99999)"]  # not touched by the scheduler
-    assert constrained["kernel_constraints"] == ["ReCUClamp(tau=0.85000)"]
-    # The "no clamp" of standardize_only cuts nothing; the tau-0.85 clamp does.
-    assert runs["standardize_only"]["diagnostics"]["dead_share"] == [0.0]
-    assert runs["clamp_fixed"]["diagnostics"]["dead_share"][0] > 0.0
-    assert runs["standardize_only"]["diagnostics"]["ref_dead_share"][0] > 0.0
-    assert runs["recu_constraint"]["history"]["tau"] == pytest.approx([0.85])
-    assert set(report["summary"]) == set(variants)
-    assert "command: PYTHONPATH=. .venv/bin/python benchmarks/ablation.py" in capsys.readouterr().out
+    independent = stats.ttest_ind(a, b, equal_var=False)
+    assert (d.t, d.p) == (pytest.approx(independent.statistic), pytest.approx(independent.pvalue))
+    assert d.low < d.diff < d.high < 0
+    flat = harness.welch([1.0, 1.0], [2.0, 2.0])
+    assert flat.diff == -1.0 and math.isnan(flat.p)  # undefined, reported as such
+    with pytest.raises(ValueError, match=">= 2 values per side"):
+        harness.welch([1.0], [1.0, 2.0])
 
 
-def test_ablation_swapped_quantizer_is_tracked_and_binarizes(ablation):
-    """The quantizer assigned after build replaces the old one as a tracked sub-layer."""
+def test_interleaved_rounds_alternate_the_order():
+    calls = []
+
+    def runner(name, ms):
+        return lambda n: calls.append(name) or [ms] * n
+
+    timings = harness.interleaved_rounds({"a": runner("a", 2.0), "b": runner("b", 3.0)}, rounds=3, steps=4)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert timings["b"].median_ms == 3.0 and len(timings["a"].step_ms) == 12
+    assert timings["a"].as_dict()["steps_per_s"] == 500.0
+
+
+def test_environment_and_figure_limit(tmp_path):
+    facts = harness.environment(["bench.py", "--x", "a b"])
+    assert facts["command"].endswith("bench.py --x 'a b'") and facts["cpu_count"] >= 1
+    plt = harness.pyplot()
+    figure, axis = plt.subplots(figsize=(12, 9))
+    axis.imshow(np.random.default_rng(0).random((400, 400)))  # noise compresses badly
+    path = harness.save_figure(figure, tmp_path / "noise.png", max_bytes=200_000)
+    assert 0 < path.stat().st_size <= 200_000
+
+
+# --- CSV records and the pool ----------------------------------------------------------------
+
+
+def test_row_store_appends_reads_and_refuses_other_columns(tmp_path):
+    store = RowStore(tmp_path / "r.csv", ("variant", "seed", "value"))
+    assert store.rows() == []
+    store.append([{"variant": "recu", "seed": 0, "value": 0.5}, {"variant": "ste", "seed": 0}])
+    with open(store.path, "a") as file:
+        file.write("recu,1\n")  # a damaged line, as a writer killed mid-row would leave
+    store.append([{"variant": "recu", "seed": 2, "value": float("nan")}])
+    rows = store.rows()
+    assert [(r["variant"], r["seed"], r["value"]) for r in rows] == [
+        ("recu", "0", "0.5"), ("ste", "0", ""), ("recu", "2", "nan")]
+    with pytest.raises(ValueError, match="does not have"):
+        store.append([{"variant": "recu", "other": 1}])
+    with pytest.raises(ValueError, match="other columns"):
+        RowStore(store.path, ("variant", "seed")).append([{"variant": "recu", "seed": 3}])
+
+
+def test_row_store_concurrent_appends_lose_nothing(tmp_path):
+    path = tmp_path / "r.csv"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from campaign import RowStore\n"
+            "s = RowStore(sys.argv[2], ('writer', 'i', 'pad'))\n"
+            "for i in range(40): s.append([{'writer': sys.argv[3], 'i': i, 'pad': 'x' * 3000}])")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "benchmarks"), str(path), str(w)])
+               for w in range(4)]
+    assert all(w.wait(60) == 0 for w in writers)
+    rows = RowStore(path, ("writer", "i", "pad")).rows()
+    assert sorted((r["writer"], int(r["i"])) for r in rows) == [(str(w), i) for w in range(4) for i in range(40)]
+
+
+def test_run_pool_statuses_and_deadline(tmp_path):
+    def task(key, code):
+        return Task((key,), [sys.executable, "-c", code])
+
+    outcomes = run_pool([task("ok", "pass"), task("bad", "raise SystemExit(2)")], parallel=2, log=lambda _: None)
+    assert {o.key[0]: o.status for o in outcomes} == {"ok": "done", "bad": "failed"}
+    start = __import__("time").time()
+    outcomes = run_pool([task("slow", "import time; time.sleep(60)"), task("next", "pass")], parallel=1,
+                        deadline=start + 1.5, log=lambda _: None, poll_s=0.1)
+    assert {o.key[0]: o.status for o in outcomes} == {"slow": "abandoned", "next": "not started"}
+    assert __import__("time").time() - start < 15
+    outcomes = run_pool([task("long", "pass")], parallel=1, deadline=start + 100, estimate_s=1e4,
+                        log=lambda _: None)
+    assert outcomes[0].status == "not started"
+
+
+# --- the ablation campaign -------------------------------------------------------------------
+
+
+def _row(variant, seed, budget="full-e10", accuracy=0.9, rate=0.1, **extra):
+    row = {c: "" for c in ablation.RUN_COLUMNS}
+    row.update(run_id=f"{variant}-{seed}-{rate}", variant=variant, seed=seed, budget=budget, epochs=10,
+               learning_rate=rate, test_accuracy=accuracy, backend="jax", device="cpu", seconds=100,
+               seconds_per_epoch=9.0, **extra)
+    return row
+
+
+def test_pending_tasks_skip_recorded_runs_in_priority_order(tmp_path, capsys):
+    files = ablation.stores(tmp_path, "full-e10")
+    files["runs"].append([_row("recu", 0), _row("ste", 1, rate=0.3)])
+    args = ablation.parse_args(["run", "--budget", "full-e10", "--out", str(tmp_path),
+                                "--variants", "tau_fixed_0.94,recu_constraint,recu,ste"])
+    keys = [t.key for t in ablation.pending_tasks(args)]
+    # tier 1 (recu; ste has no learning rate yet), seeds in order, then tier 2, then tier 3
+    assert keys == [("recu", 1), ("recu", 2), ("recu_constraint", 0), ("recu_constraint", 1),
+                    ("recu_constraint", 2), ("tau_fixed_0.94", 0), ("tau_fixed_0.94", 1), ("tau_fixed_0.94", 2)]
+    assert "skipping ste seed 0" in capsys.readouterr().out
+    sweep = ablation.stores(tmp_path, "sweep-e4")["runs"]
+    sweep.append([_row("ste", s, "sweep-e4", acc, rate) for s, acc, rate in
+                  [(0, 0.80, 0.3), (1, 0.82, 0.3), (0, 0.81, 1.0), (1, 0.81, 1.0), (0, 0.6, 0.03)]])
+    assert ablation.best_learning_rate(tmp_path, "sweep-e4") == 0.3  # equal means: the smaller rate
+    tasks = ablation.pending_tasks(args)
+    ste = [t for t in tasks if t.key[0] == "ste"]
+    assert [t.key for t in ste] == [("ste", 0), ("ste", 2)]
+    assert ste[0].command[ste[0].command.index("--learning-rate") + 1] == "0.3"
+    sweep_args = ablation.parse_args(["run", "--budget", "sweep-e4", "--out", str(tmp_path)])
+    sweep_keys = [t.key for t in ablation.pending_tasks(sweep_args)]
+    assert len(sweep_keys) == 15 - 5 and ("ste", 0, 0.1) in sweep_keys and ("ste", 0, 0.3) not in sweep_keys
+
+
+def test_campaign_appends_then_a_rerun_skips(tmp_path):
+    """A fake `_one` that appends its row: the second pass finds nothing left to do."""
+    args = ablation.parse_args(["run", "--budget", "smoke", "--out", str(tmp_path),
+                                "--variants", "recu,clamp_fixed", "--seeds", "0,1"])
+    fake = ("import sys; sys.path.insert(0, sys.argv[1]); import ablation\n"
+            "v, s = sys.argv[2], int(sys.argv[3])\n"
+            "row = {c: '' for c in ablation.RUN_COLUMNS}\n"
+            "row.update(run_id=f'{v}{s}', variant=v, seed=s, budget='smoke', learning_rate=0.1)\n"
+            "ablation.stores(ablation.Path(sys.argv[4]), 'smoke')['runs'].append([row])")
+    tasks = [Task(t.key, [sys.executable, "-c", fake, str(ROOT / "benchmarks"), t.key[0], str(t.key[1]),
+                          str(tmp_path)]) for t in ablation.pending_tasks(args)]
+    assert [t.key for t in tasks] == [("recu", 0), ("clamp_fixed", 0), ("recu", 1), ("clamp_fixed", 1)]
+    assert all(o.status == "done" for o in run_pool(tasks, parallel=2, log=lambda _: None))
+    assert ablation.pending_tasks(args) == []
+    assert python_command(Path("x.py"), "--seed", 3) == [sys.executable, "x.py", "--seed", "3"]
+
+
+def test_variants_build_the_named_kernels_from_the_same_initial_weights():
     import keras
-    import numpy as np
 
-    model, _ = ablation["build_variant"]("ste", (8, 8, 1), 3, epochs=1)
-    layer = ablation["binary_convs"](model)[0]
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    binarized = keras.ops.convert_to_numpy(layer.kernel_quantizer(kernel))
-    np.testing.assert_array_equal(binarized, np.where(kernel >= 0, 1.0, -1.0))
-    sublayers = list(layer._flatten_layers(include_self=False))
-    assert layer.kernel_quantizer in sublayers
-    assert not any(type(s).__name__ == "ReCUSign" for s in sublayers)
+    from keras_recu.constraints import ReCUClamp
+    from keras_recu.quantizers import ReCUSign, SteSign
+
+    kernels = {}
+    for name in ("recu", "standardize_only", "ste", "recu_constraint", "tau_fixed_0.99", "full_precision"):
+        keras.utils.set_random_seed(7)
+        model, callbacks, names = ablation.build_variant(name, (8, 8, 1), 3, epochs=4)
+        assert len(names) == 18
+        layer = model.get_layer(names[0])
+        kernels[name] = keras.ops.convert_to_numpy(layer.kernel)
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        if name == "ste":
+            assert isinstance(quantizer, SteSign) and quantizer.clip_value is None
+        elif name == "full_precision":
+            assert quantizer is None and not callbacks
+        else:
+            assert isinstance(quantizer, ReCUSign)
+            assert quantizer.options.clamp == (name not in ("standardize_only", "recu_constraint"))
+        assert isinstance(layer.kernel.constraint, ReCUClamp) == (name == "recu_constraint")
+        assert [type(c).__name__ for c in callbacks] == (
+            ["TauScheduler"] if name in ("recu", "recu_constraint") else [])
+        if name == "tau_fixed_0.99":
+            assert quantizer.tau == pytest.approx(0.99)
+    for name, kernel in kernels.items():
+        np.testing.assert_array_equal(kernel, kernels["recu"], err_msg=name)
 
 
-def test_ablation_quick_and_full_settings(ablation):
-    parse = ablation["parse_args"]
-    quick = parse(["--quick"])
-    assert (quick.epochs, quick.seeds, quick.limit_train, quick.limit_test, quick.batch_size) == (
-        3, 2, 7000, 2000, 128)
-    full = parse([])
-    assert (full.epochs, full.seeds, full.limit_train, full.batch_size, full.warmup_epochs) == (100, 3, None, 256, 5)
-    assert parse(["--quick", "--epochs", "7", "--variants", "ste,recu"]).variants == ["ste", "recu"]
-    with pytest.raises(SystemExit):
-        parse(["--variants", "nope"])
+def test_report_tables_against_hand_computed_numbers(tmp_path):
+    files = ablation.stores(tmp_path, "full-e10")
+    accuracies = {"recu": (0.90, 0.91, 0.92), "standardize_only": (0.88, 0.89, 0.90),
+                  "ste": (0.70, 0.72, 0.74), "full_precision": (0.93, 0.93, 0.94)}
+    files["runs"].append(_row(v, s, accuracy=a, dead_share=0.1, dead_share_085=0.3)
+                         for v, values in accuracies.items() for s, a in enumerate(values))
+    files["epochs"].append({"run_id": f"{v}-{s}-0.1", "variant": v, "seed": s, "epoch": e, "val_accuracy": 0.5 + e / 10,
+                            "dead_share": 0.1, "tau": 0.85} for v in accuracies for s in range(3) for e in (1, 2))
+    files["histograms"].append({"run_id": f"{v}-0-0.1", "variant": v, "seed": 0, "stage": stage, "epoch": 0,
+                                "low": -12, "high": 12, "underflow": 0, "overflow": 0, "counts": "1 2 3 2 1"}
+                               for v in accuracies for stage in ("start", "end"))
+    from ablation_report import report
+
+    text = report("full-e10", tmp_path, tmp_path / "figures").read_text()
+    half = T_975_DF2 * 1.0 / math.sqrt(3)  # std 1 point for recu
+    assert f"| recu | 3 | 91.00 ± 1.00 [{91 - half:.2f}, {91 + half:.2f}] | 10.00 | 30.00 |" in text
+    # recu - standardize_only: +2 points, equal variances 1e-4, se = sqrt(2/3) points, df = 4
+    t = 2 / math.sqrt(2 / 3)
+    from scipy import stats
+
+    assert f"| recu − standardize_only | +2.00 |" in text
+    assert f"| {2 * stats.t.sf(t, 4):.3f} | no (n=3+3, df=4.0) |" in text  # p = 0.070
+    assert "Best 1w1a variant: recu at 91.00%; the float twin is 2.33 points above it." in text
+    for figure in ("accuracy", "curves", "histograms"):
+        size = (tmp_path / "figures" / f"ablation-full-e10-{figure}.png").stat().st_size
+        assert 0 < size < 300_000
 
 
-def test_train_step_resnet20_quick_path_runs(capsys):
-    namespace = _script("train_step.py")
-    namespace["main"](["--model", "resnet20", "--quick", "--jit", "off"])
-    out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1].removeprefix("RESULT "))
-    assert result["settings"]["model"] == "resnet20"
-    variants = result["runs"][0]["variants"]
-    assert set(variants) == {"floor", "recu"}
-    assert all(v["steps_per_s"] > 0 for v in variants.values())
-    assert "steps per second" in out
+# --- the authors' model ----------------------------------------------------------------------
 
-    floor = namespace["build_resnet20"]("floor", 0)
-    convs = [layer for layer in floor.layers if isinstance(layer, namespace["ReCUConv2D"])]
-    assert len(convs) == 18
-    assert all(c.input_quantizer is namespace["ste_input_sign"] for c in convs)
-    assert all(c.kernel_quantizer is namespace["ste_kernel_sign"] for c in convs)
-    assert not any(v.name == "tau" for v in floor.variables)
+
+def test_authors_binarize_conv_computes_the_reference_formulas():
+    torch = pytest.importorskip("torch")
+    from authors_resnet20_torch import BinarizeConv2d, build
+
+    conv = BinarizeConv2d(2, 3, kernel_size=3, padding=1, bias=False)
+    conv.tau.fill_(0.9)
+    x = torch.randn(2, 2, 5, 5, requires_grad=True)
+    y = conv(x)
+    w = conv.weight.detach().double()
+    w1 = (w - w.mean([1, 2, 3], keepdim=True)) / (w.var([1, 2, 3], keepdim=True, unbiased=True) + 1e-5).sqrt() \
+        * 2 * math.sqrt(2)
+    q = -w1.abs().mean() * math.log(2 - 2 * 0.9)
+    a0 = x.detach().double() / (x.detach().double().var([1, 2, 3], keepdim=True) + 1e-5).sqrt()
+    expected = torch.nn.functional.conv2d(torch.sign(a0), torch.sign(w1.clamp(-q, q)), padding=1) \
+        * conv.alpha.detach().double()
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and conv.weight.grad.shape == conv.weight.shape
+    model = build(tau=0.85)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 270_522  # as resnet20_1w1a
+    assert all(float(m.tau) == pytest.approx(0.85) for m in model.modules() if isinstance(m, BinarizeConv2d))

@@ -1,0 +1,174 @@
+"""ResNet-20 1w1a train steps on several engines, each in a worker process of its own.
+
+An engine is one implementation on one framework:
+
+* `keras-jax`, `keras-tensorflow`, `keras-torch`: `keras_recu.models.resnet20_1w1a`
+  on that Keras backend (`model.train_on_batch`, jit_compile as Keras
+  decides by default; `keras-tensorflow-nojit` forces it off);
+* `authors-torch`: the authors' PyTorch model (`authors_resnet20_torch.py`)
+  with their SGD step (zero_grad, forward, cross-entropy, backward, step).
+
+All use SGD with momentum 0.9, PyTorch-style weight decay 5e-4, learning
+rate 0.1, tau 0.85, cross-entropy on logits, and the same random batch of
+32x32x3 images and labels, placed on the engine's device once. A step is
+timed until its loss is on the host, so it includes the device's work.
+
+A Keras backend is fixed per process, hence the workers. `Worker` starts
+one (`python engines.py ENGINE --batch N`) and speaks a line protocol with
+it: the worker builds its model, runs the first (compiling) step and a few
+warm-up steps, prints `@@READY {facts}`, then answers each `STEPS n` on its
+stdin with one untimed step and `n` timed ones, `@@TIMES [ms, ...]`. Lines
+without `@@` are the worker's own output, passed on to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+ENGINES = ("keras-jax", "keras-tensorflow", "keras-tensorflow-nojit", "keras-torch", "authors-torch")
+SHAPE, CLASSES = (32, 32, 3), 10
+
+
+def _batch(batch: int, seed: int):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *SHAPE), dtype=np.float32)
+    return x, rng.integers(0, CLASSES, size=(batch,)).astype(np.int32)
+
+
+def keras_stepper(engine: str, batch: int, seed: int) -> Tuple[Callable[[], float], Dict[str, Any]]:
+    import keras
+
+    from keras_recu.models import resnet20_1w1a
+    from keras_recu.optimizers import L2SGD
+
+    keras.utils.set_random_seed(seed)
+    model = resnet20_1w1a(input_shape=SHAPE, num_classes=CLASSES, tau=0.85)
+    model.compile(optimizer=L2SGD(0.1, momentum=0.9, l2=5e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False if engine.endswith("-nojit") else "auto")
+    x, y = (keras.ops.convert_to_tensor(a) for a in _batch(batch, seed))
+    return (lambda: float(model.train_on_batch(x, y))), {"jit_compile": bool(model.jit_compile)}
+
+
+def authors_stepper(batch: int, seed: int) -> Tuple[Callable[[], float], Dict[str, Any]]:
+    import torch
+    import torch.nn.functional as F
+
+    from authors_resnet20_torch import build
+
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True  # the authors' main.py does so unless a seed is set
+    model = build(tau=0.85).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = _batch(batch, seed)
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)  # NHWC -> NCHW
+    y = torch.from_numpy(y).long().to(device)
+
+    def step() -> float:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # waits for the device
+
+    return step, {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+                  "cudnn_benchmark": True}
+
+
+def serve(engine: str, batch: int, seed: int, warmup: int) -> None:
+    """The worker's main loop (see the module docstring)."""
+    sys.path.insert(0, str(HERE))
+    import harness
+
+    backend = engine.split("-")[1] if engine.startswith("keras-") else None
+    if backend not in (None, "tensorflow"):
+        harness.hide_tensorflow()
+    if backend:
+        step, facts = keras_stepper(engine, batch, seed)
+    else:
+        step, facts = authors_stepper(batch, seed)
+    start = time.perf_counter()
+    loss = step()
+    facts["first_step_s"] = round(time.perf_counter() - start, 2)
+    for _ in range(warmup):
+        loss = step()
+    facts.update(harness.environment(), engine=engine, batch=batch, loss_after_warmup=loss)
+    if backend:
+        facts["device"] = harness.device_description(backend)
+    facts["tensorflow_imported"] = harness.tensorflow_imported()
+    print("@@READY " + json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "QUIT":
+            break
+        step()  # untimed: re-warm after the other engines' rounds
+        print("@@TIMES " + json.dumps(harness.time_steps(step, int(command[1]))), flush=True)
+
+
+class Worker:
+    """Parent-side proxy of one engine's worker process; `worker(n)` times n steps."""
+
+    def __init__(self, engine: str, batch: int, seed: int = 0, warmup: int = 3) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"Unknown engine {engine!r}; known: {', '.join(ENGINES)}.")
+        self.engine = engine
+        env = dict(os.environ)
+        if engine.startswith("keras-"):
+            env["KERAS_BACKEND"] = engine.split("-")[1]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__)), engine, "--batch", str(batch), "--seed", str(seed),
+             "--warmup", str(warmup)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+        self.facts: Dict[str, Any] = {}
+
+    def _reply(self, tag: str) -> str:
+        for line in self.process.stdout:
+            if line.startswith(f"@@{tag} "):
+                return line[len(tag) + 3:]
+            sys.stderr.write(f"[{self.engine}] {line}")
+        raise RuntimeError(f"worker {self.engine} ended (exit {self.process.wait()}) before {tag}")
+
+    def ready(self) -> Dict[str, Any]:
+        self.facts = json.loads(self._reply("READY"))
+        return self.facts
+
+    def __call__(self, steps: int) -> List[float]:
+        self.process.stdin.write(f"STEPS {steps}\n")
+        self.process.stdin.flush()
+        return json.loads(self._reply("TIMES"))
+
+    def close(self) -> Optional[int]:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write("QUIT\n")
+                self.process.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="one engine's worker (see engines.py)")
+    parser.add_argument("engine", choices=ENGINES)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=3)
+    options = parser.parse_args()
+    serve(options.engine, options.batch, options.seed, options.warmup)
