@@ -352,6 +352,10 @@ class VerificationReport:
     def is_binary(self) -> bool:
         return bool(self.binary_layers) and not self.float_binary_layers
 
+    def as_dict(self) -> Dict[str, Any]:
+        """The fields as plain, JSON-ready values; `VerificationReport(**d)` rebuilds it."""
+        return {**dataclasses.asdict(self), "census": dict(self.census)}
+
     def __str__(self) -> str:
         ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.census.items()))
         agreement = "n/a" if self.argmax_agreement is None else f"{self.argmax_agreement:.2%}"
@@ -486,6 +490,7 @@ def convert_saved(
         FileNotFoundError: there is no file at `model_path`.
         ImportError: TensorFlow or larq-compute-engine is not installed; the
             message says where to convert instead.
+        ValueError: the file does not load as a Keras model there.
         ConversionError: `convert` refused the model (the message is its).
         RuntimeError: the subprocess failed otherwise; the message holds the
             end of its error output.
@@ -530,6 +535,12 @@ def convert_saved(
         outcome = json.loads(Path(job["report"]).read_text()) if Path(job["report"]).exists() else {}
         if "conversion_error" in outcome:
             raise ConversionError(outcome["conversion_error"])
+        if "load_error" in outcome:
+            raise ValueError(
+                f"{model_path} does not load as a Keras model in a TensorFlow-backend "
+                f"process: {outcome['load_error']}. Pass a `.keras` file saved by "
+                "model.save() whose layers are keras_recu's or Keras' own."
+            )
         if completed.returncode != 0 or "flatbuffer_bytes" not in outcome:
             tail = "\n".join(completed.stderr.strip().splitlines()[-20:])
             raise RuntimeError(
@@ -561,7 +572,11 @@ def _convert_job(job_path: str) -> int:
     report_path = Path(job["report"])
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"the conversion process runs Keras on {keras.backend.backend()!r}, not tensorflow")
-    model = keras.saving.load_model(job["model"], compile=False)
+    try:
+        model = keras.saving.load_model(job["model"], compile=False)
+    except Exception as error:  # whatever makes the file unloadable, said in one line
+        report_path.write_text(json.dumps({"load_error": f"{type(error).__name__}: {error}"}))
+        return 4
     try:
         flatbuffer = convert(model, job["flatbuffer"], **job["options"])
     except ConversionError as error:
@@ -570,7 +585,7 @@ def _convert_job(job_path: str) -> int:
     outcome: Dict[str, Any] = {"flatbuffer_bytes": len(flatbuffer), "report": None}
     if job["inputs"] is not None:
         report = verify(model, flatbuffer, np.load(job["inputs"]))
-        outcome["report"] = {**dataclasses.asdict(report), "census": dict(report.census)}
+        outcome["report"] = report.as_dict()
     report_path.write_text(json.dumps(outcome))
     return 0
 
