@@ -8,6 +8,9 @@ from keras_recu.deploy import ConversionError, census, convert, verify
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
 from tests.model_utils import randomize_batch_norm
 
+# Conversion needs TensorFlow and larq-compute-engine: the TensorFlow backend only.
+pytestmark = pytest.mark.tf_only
+
 
 def shortcut_a(x, filters):
     """Option A: 2x2 average pool, then zero-pad the new channels."""

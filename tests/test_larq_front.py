@@ -16,7 +16,11 @@ import torch
 
 from keras_recu.deploy import census, convert, verify
 from tests import torch_reference as ref
+from tests.gradients import assert_gradients_close
 from tests.model_utils import randomize_batch_norm
+
+# larq runs under tf-keras on TensorFlow: the TensorFlow backend only.
+pytestmark = pytest.mark.tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +63,7 @@ def test_front_quantizers_match_the_reference(rng):
     (y * ref.keras_kernel_to_torch(upstream)).sum().backward()
     np.testing.assert_array_equal(out.numpy(), ref.torch_kernel_to_keras(y))
     want = ref.torch_kernel_to_keras(w.grad)
-    np.testing.assert_allclose(grad, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+    assert_gradients_close(grad, want)
 
     x = rng.normal(size=(2, 6, 6, 4)).astype("float32")
     xv = tf.Variable(x)
@@ -68,7 +72,7 @@ def test_front_quantizers_match_the_reference(rng):
     xt = ref.nhwc_to_torch(x)
     (ref.binarize_activation(xt, True) * float(upstream[:2, :, :, :4].sum())).sum().backward()
     want = ref.torch_to_nhwc(xt.grad)
-    np.testing.assert_allclose(tape.gradient(loss, xv).numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert_gradients_close(tape.gradient(loss, xv).numpy(), want)
 
 
 def larq_model():

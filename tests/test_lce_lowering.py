@@ -11,6 +11,9 @@ from keras_recu.deploy import census
 from keras_recu.layers import QuantConv2D, ReCUConv2D
 from tests.model_utils import randomize_batch_norm
 
+# Conversion needs TensorFlow and larq-compute-engine: the TensorFlow backend only.
+pytestmark = pytest.mark.tf_only
+
 
 def convert(model, tmp_path):
     model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
