@@ -1,23 +1,36 @@
 # Two entry points for a fresh machine: `make demo` (the main job) and
-# `make test`. Each creates .venv and installs what it needs on first use.
+# `make test`. Each creates .venv and installs what it needs on first use,
+# with the measured stack of constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed
+PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-tensorflow test-jax test-torch bench clean
 
 # The offline default data set: Debian's Fashion-MNIST (IDX files under
 # /usr/share/datasets/fashion-mnist). Installed when missing and apt-get is there.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-$(INSTALLED): setup.cfg pyproject.toml requirements-test.txt
+# One stamp per set of extras; each is redone when the metadata or the pins change.
+STAMP_DEPS := setup.cfg pyproject.toml constraints.txt
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
+	touch $@
+
+$(VENV)/.installed-demo: $(VENV)/.created $(STAMP_DEPS)
 	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e . -r requirements-test.txt
+	$(PIP_INSTALL) -e ".[tensorflow,deploy,train]"
+	touch $@
+
+# Everything: the suite covers the larq front, deployment and the application
+# on TensorFlow, and the core on JAX and torch (CPU builds).
+$(VENV)/.installed-test: $(VENV)/.installed-demo
+	$(PIP_INSTALL) -e ".[all]"
 	touch $@
 
 # The main job on the offline default, at a small budget (a few minutes on 2
@@ -26,14 +39,40 @@ $(INSTALLED): setup.cfg pyproject.toml requirements-test.txt
 DEMO_FLAGS ?= --model resnet20_1w1a --dataset fashion_mnist --epochs 5 --warmup-epochs 1 \
 	--batch-size 128 --limit-train 20000 --limit-test 5000 --verify-samples 1000
 
-demo: $(INSTALLED)
+demo: $(VENV)/.installed-demo
 	rm -rf runs/demo
 	$(VENV)/bin/keras-recu train $(DEMO_FLAGS) --out runs/demo
 
-test: $(INSTALLED)
-	$(PY) -m pytest -q
+# The suite on three Keras backends, two pytest workers each. On TensorFlow,
+# everything. On JAX and torch, what is not marked tf_only (conftest.py makes
+# TensorFlow unimportable there, as on a machine without it), less the
+# application's end-to-end tests, which train through the same core.
+PYTEST := $(PY) -m pytest -n 2
+PYTEST_ARGS ?=
+APP_TESTS := tests/test_train.py tests/test_examples_and_cli.py tests/test_cli_subprocess.py \
+	tests/test_run_dir.py tests/test_benchmarks.py
+CORE_ONLY := $(addprefix --ignore=,$(APP_TESTS))
 
-bench: $(INSTALLED)
+test-tensorflow: $(VENV)/.installed-test
+	KERAS_BACKEND=tensorflow $(PYTEST) $(PYTEST_ARGS)
+
+test-jax: $(VENV)/.installed-test
+	KERAS_BACKEND=jax $(PYTEST) $(CORE_ONLY) $(PYTEST_ARGS)
+
+test-torch: $(VENV)/.installed-test
+	KERAS_BACKEND=torch $(PYTEST) $(CORE_ONLY) $(PYTEST_ARGS)
+
+# All three passes run whatever the others give; the target fails if any failed.
+test: $(VENV)/.installed-test
+	@failed=""; \
+	for backend in tensorflow jax torch; do \
+		echo "=== pytest on the $$backend backend"; \
+		$(MAKE) --no-print-directory test-$$backend || failed="$$failed $$backend"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "=== test failures on:$$failed"; exit 1; fi; \
+	echo "=== all three backends green"
+
+bench: $(VENV)/.installed-demo
 	$(PY) benchmarks/train_step.py
 
 clean:
