@@ -238,7 +238,17 @@ def recu_conv2d(
 
     Wrap it, or write another `BinaryConvFactory`, to change what the
     builders put in place of each binary convolution (an ablation's
-    quantizers, say) without touching the built model.
+    quantizers, say) without touching the built model:
+
+    >>> from keras_recu.layers import QuantConv2D
+    >>> def plain_sign_conv(filters, kernel_size, strides, tau, name, kernel_initializer):
+    ...     return QuantConv2D(filters, kernel_size, strides=strides, padding="same",
+    ...                        use_bias=False, input_quantizer="ste_sign",
+    ...                        kernel_quantizer="ste_sign",
+    ...                        kernel_initializer=kernel_initializer, name=name)
+    >>> model = resnet20_1w1a(input_shape=(8, 8, 3), binary_conv=plain_sign_conv)
+    >>> type(model.get_layer("stage1_block1_conv1")).__name__
+    'QuantConv2D'
     """
     return ReCUConv2D(
         filters, kernel_size, strides=strides, padding="same", tau=tau,
