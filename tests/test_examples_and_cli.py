@@ -1,10 +1,14 @@
-"""The example script and the command line run end to end on a tiny budget."""
+"""The example script, the benchmarks' quick paths and `keras-recu convert` in this process.
+
+The command line as a user runs it, each command a fresh process (a Keras 3
+user's environment, without TF_USE_LEGACY_KERAS), is in test_cli_subprocess.py.
+"""
 
 import json
-import math
 import runpy
-import sys
 from pathlib import Path
+
+import pytest
 
 from keras_recu.app import cli
 
@@ -26,6 +30,7 @@ def test_train_step_benchmark_quick_path_runs(capsys):
     assert {"floor", "recu"} <= set(result["runs"][0]["variants"])
 
 
+@pytest.mark.tf_only
 def test_cli_convert_prints_summary_census_and_report(tmp_path, capsys):
     import keras
 
@@ -47,24 +52,7 @@ def test_cli_convert_prints_summary_census_and_report(tmp_path, capsys):
     assert cli.main(["convert", str(tmp_path / "missing.keras")]) == 2
 
 
-def test_keras3_front_runs_without_tf_keras(tmp_path):
-    """Users of the Keras 3 front do not set TF_USE_LEGACY_KERAS; the suite does."""
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_recu.app.cli", "train", "--out", str(tmp_path), "--dataset", "synthetic",
-         "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--limit-train", "64",
-         "--limit-test", "32", "--verify-samples", "8", "--verbose", "0"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["deployment"]["census"]["LceBconv2d"] == 18
-
-
+@pytest.mark.tf_only
 def test_convert_benchmark_runs(capsys):
     namespace = runpy.run_path(str(ROOT / "benchmarks" / "convert.py"), run_name="benchmark")
     result = namespace["main"](["--runs", "2", "--samples", "4"])

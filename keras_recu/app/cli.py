@@ -266,8 +266,10 @@ def _verify_inputs(args, model):
         raise UsageError(f"--inputs {args.inputs}: no such file; pass a .npy array of shape (N, {', '.join(map(str, expected))}).")
     try:
         inputs = np.load(args.inputs, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise UsageError(f"--inputs {args.inputs} is not a .npy array ({error}); save one with numpy.save.") from None
+    if not isinstance(inputs, np.ndarray):  # an .npz archive
+        raise UsageError(f"--inputs {args.inputs} is an .npz archive; pass one array saved with numpy.save (.npy).")
     if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or not len(inputs):
         raise UsageError(
             f"--inputs {args.inputs} has shape {inputs.shape}; the model takes a batch of shape "

@@ -241,6 +241,11 @@ def _check_strategy_backend(strategy: str) -> None:
         )
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of a setting."""
+    return {"download": "--no-download", "augment": "--no-augment"}.get(name, "--" + name.replace("_", "-"))
+
+
 def _conflicts(saved: TrainConfig, given: TrainConfig) -> List[str]:
     """The settings a resumed run asks to change but may not, as 'name: saved X, given Y'."""
     lines = []
@@ -248,7 +253,7 @@ def _conflicts(saved: TrainConfig, given: TrainConfig) -> List[str]:
         before, after = getattr(saved, field.name), getattr(given, field.name)
         if field.name in RESUMABLE or before == after:
             continue
-        line = f"--{field.name.replace('_', '-')}: saved {before!r}, given {after!r}"
+        line = f"{_flag(field.name)}: saved {before!r}, given {after!r}"
         if field.name == "epochs":
             # The learning-rate (cosine) and tau (exponential) schedules are
             # functions of epoch / epochs: another length changes every epoch
@@ -723,7 +728,7 @@ def _prepare(config: TrainConfig, resume: bool) -> Tuple[TrainConfig, _RunFiles,
             raise RunError(
                 f"--resume continues the run in {out} with its saved settings, and these differ: "
                 + "; ".join(conflicts)
-                + f". Drop those flags (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE[1:])} "
+                + f". Drop those flags (only {', '.join(_flag(name) for name in RESUMABLE[1:])} "
                 "may change), or start a new run with another --out."
             )
         config = dataclasses.replace(saved, **{name: getattr(config, name) for name in RESUMABLE})
@@ -1038,8 +1043,9 @@ def _deploy_main(argv: List[str]) -> int:
 def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None, batch_size: Optional[int] = None) -> dict:
     """Test loss and accuracy of a run directory's model or of a `.keras` file.
 
-    For a run directory the run's own test split is used (its data set,
-    data directory, seed and --limit-test); `dataset` picks another set's
+    For a run directory the run's own test split is used, normalized as in
+    training (its data set, data directory, seed, --limit-train, whose
+    statistics normalize, and --limit-test); `dataset` picks another set's
     full test split.
     """
     import keras
@@ -1048,11 +1054,12 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
 
     path = Path(path)
     model_path = path / "model.keras" if path.is_dir() else path
-    settings = dict(limit_test=None, seed=0)
+    settings = {}
     if dataset is None and path.is_dir() and (path / "config.json").exists():
         saved = TrainConfig.from_file(path / "config.json")
         dataset, data_dir = saved.dataset, data_dir or saved.data_dir
-        settings = dict(limit_test=saved.limit_test, seed=saved.seed)
+        settings = dict(limit_train=saved.limit_train, limit_test=saved.limit_test, seed=saved.seed,
+                        download=saved.download)
         batch_size = batch_size or saved.batch_size
     if dataset is None:
         raise ValueError("Name the data set to evaluate on (--dataset) for a bare .keras file.")

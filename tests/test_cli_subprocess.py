@@ -1,0 +1,310 @@
+"""`keras-recu` as a user runs it: each command a fresh process on what the previous one left.
+
+These are the slowest tests of the suite; each starts Python (and Keras'
+backend) anew, and they keep the runs tiny. `SUBPROCESS_SECONDS` sums the
+time spent in subprocesses (printed with -s).
+"""
+
+import importlib.metadata
+import json
+import os
+import socket
+import sys
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tests.run_utils import (
+    ROOT,
+    SPENT,
+    TINY,
+    TINY_FLAGS,
+    cli,
+    cli_with_tiny_model,
+    environment,
+    last_json_line,
+    no_traceback,
+    python,
+)
+
+BACKEND = keras.backend.backend()
+
+
+def _installed(*names):
+    try:
+        for name in names:
+            importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# In a non-TensorFlow session the suite hides TensorFlow from its own
+# process; the subprocesses see what is installed.
+HAS_TF_AND_LCE = _installed("tensorflow", "larq-compute-engine")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_time():
+    yield
+    print(f"\nSUBPROCESS_SECONDS {json.dumps({k: round(v, 1) for k, v in SPENT.items()})} "
+          f"total {sum(SPENT.values()):.1f}")
+
+
+# Kills the process mid-write of its second checkpoint: the file is cut in
+# half on disk and the process dies without cleaning up, as a SIGKILL leaves it.
+KILL_IN_SECOND_CHECKPOINT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import keras
+from tests.run_utils import register_tiny_model
+register_tiny_model()
+save, saved = keras.Model.save, []
+def save_then_die(self, filepath, *args, **kwargs):
+    save(self, filepath, *args, **kwargs)
+    if "checkpoints" in str(filepath):
+        saved.append(filepath)
+        if len(saved) == 2:
+            os.truncate(filepath, os.path.getsize(filepath) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+keras.Model.save = save_then_die
+from keras_recu.app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_readme_commands_in_fresh_processes_survive_a_kill_mid_checkpoint(tmp_path):
+    """train (killed while writing epoch 2's checkpoint) -> train --resume -> evaluate -> convert -> load.
+
+    On TensorFlow the README's ResNet-20 (16x16 inputs, a few steps); on JAX
+    and torch the tiny model, whose compile is quick there. After a run on
+    JAX or torch, `train` converts in a TensorFlow subprocess when TF and LCE
+    are installed, and `convert` runs itself on TensorFlow.
+    """
+    run = tmp_path / "run"
+    model = "resnet20_1w1a" if BACKEND == "tensorflow" else TINY
+    flags = ["--out", str(run), "--model", model, "--epochs", "2", *TINY_FLAGS]
+    if BACKEND == "tensorflow":
+        flags += ["--batch-size", "64", "--limit-train", "256", "--limit-test", "64", "--verify-samples", "16"]
+
+    killed = python(["-c", KILL_IN_SECOND_CHECKPOINT.format(root=str(ROOT)), "train", *flags], label="train, killed")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.keras.")  # the torn write
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+    with zipfile.ZipFile(run / "checkpoints" / "last.keras") as archive:
+        assert archive.testzip() is None  # the previous checkpoint is whole
+
+    resumed = (cli if BACKEND == "tensorflow" else cli_with_tiny_model)(
+        ["train", "--out", str(run), "--resume", "--verbose", "0"], label="train --resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    no_traceback(resumed)
+    assert "Test accuracy" in resumed.stdout and f"Report: {run.resolve() / 'report.md'}" in resumed.stdout
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["history"]["epoch"] == [0, 1] and metrics["backend"] == BACKEND
+    report = (run / "report.md").read_text()
+
+    evaluated = cli(["evaluate", str(run)], label="evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = json.loads(evaluated.stdout)
+    assert result["dataset"] == "synthetic" and result["test_examples"] == metrics["dataset"]["test_examples"]
+    assert result["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+    # Only `import keras_recu.layers`, and on another backend than the one that trained (JAX starts fastest).
+    elsewhere = "jax" if BACKEND != "jax" else ("tensorflow" if HAS_TF_AND_LCE else "torch")
+    loaded = python(["-c", "import sys, keras, keras_recu.layers; m = keras.models.load_model(sys.argv[1]); "
+                           "print(type(m.optimizer).__name__, m.count_params())", str(run / "model.keras")],
+                    env=environment(KERAS_BACKEND=elsewhere), label=f"load in a new interpreter ({elsewhere})")
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split()[0] == "L2SGD"
+
+    binary_convs = 18 if model == "resnet20_1w1a" else 1
+    converted = cli(["convert", str(run), "--verify", "--samples", "4", "-o", str(tmp_path / "again.tflite")],
+                    label="convert --verify")
+    if not HAS_TF_AND_LCE:
+        assert "not converted" in report and f"keras-recu convert {run}" in report
+        assert converted.returncode == 2 and "needs TensorFlow and larq-compute-engine" in converted.stderr
+        return
+    assert metrics["deployment"]["census"]["LceBconv2d"] == binary_convs
+    assert metrics["deployment"]["argmax_agreement"] is not None
+    assert (run / "model.tflite").exists() and "run as LceBconv2d" in report
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    assert f"LceBconv2d x{binary_convs}" in converted.stdout and "argmax agreement" in converted.stdout
+
+
+# Runs each argv through the CLI in this one process (one start-up for
+# many cases) and reports exit status and stderr per case.
+ERRORS = """
+import contextlib, io, json, sys, traceback
+from keras_recu.app.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+        except BaseException:
+            code, err = "raised", io.StringIO(traceback.format_exc())
+    results.append([code, err.getvalue()])
+print("RESULT " + json.dumps(results))
+"""
+
+
+@pytest.mark.tf_only
+def test_user_errors_are_one_line_with_the_fix_and_exit_2(tmp_path):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.save(tmp_path / "model.keras")
+    whole = (tmp_path / "model.keras").read_bytes()
+    (tmp_path / "truncated.keras").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "text.keras").write_text("not a model")
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("readme.txt", "a zip, but not a Keras model")
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 4, 4, 1), "float32"))
+    (tmp_path / "file").write_text("")
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "last.keras").write_bytes(whole)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    settings = {"out": str(saved), "model": "resnet20_1w1a", "dataset": "synthetic", "epochs": 3, "warmup_epochs": 1}
+    (saved / "config.json").write_text(json.dumps(settings))
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "config.json").write_text(json.dumps({**settings, "out": str(edited), "learning_rte": 0.1}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    m = str(tmp_path / "model.keras")
+
+    cases = [
+        (["convert", str(tmp_path / "text.keras")], "text.keras is not a Keras model file: a .keras file is a zip"),
+        (["convert", str(tmp_path / "truncated.keras")], "truncated.keras is not a Keras model file"),
+        (["convert", str(tmp_path / "other.keras")], "cannot load .*other.keras as a Keras model"),
+        (["convert", str(tmp_path / "missing.keras")], "no such file: .*missing.keras"),
+        (["convert", m, "-o", str(tmp_path / "nowhere" / "m.tflite")], "nowhere does not exist; create it"),
+        (["convert", m, "--verify", "--inputs", str(tmp_path / "none.npy")], r"none.npy: no such file; pass a .npy array of shape \(N, 8, 8, 1\)"),
+        (["convert", m, "--verify", "--inputs", str(tmp_path / "wrong.npy")], r"has shape \(2, 4, 4, 1\); the model takes a batch of shape \(N, 8, 8, 1\)"),
+        (["convert", m, "--verify", "--inputs", str(tmp_path / "file")], "is not a .npy array"),
+        (["convert", m, "--samples", "0"], "argument --samples: expected a positive integer, got 0"),
+        (["convert", str(unfinished)], "has not finished .*--resume.*or convert its last checkpoint"),
+        (["evaluate", str(tmp_path / "missing")], "no such file"),
+        (["train", "--verbose", "loud"], "argument --verbose: expected auto, 0 .*got 'loud'"),
+        (["train", "--learning-rate", "nan"], "argument --learning-rate: expected a finite number, got 'nan'"),
+        (["train", "--weight-decay", "inf"], "argument --weight-decay: expected a finite number, got 'inf'"),
+        (["train", "--tau-min", "nan"], "argument --tau-min: expected a finite number"),
+        (["train", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+        (["train", "--epochs", "2", "--bogus"], r"keras-recu train: error: unrecognized arguments: --bogus \(see keras-recu train --help\)"),
+        (["train", "--tau-min", "0.4", "--out", str(tmp_path / "t")], "`tau_min` must lie in the open interval"),
+        (["train", "--out", str(tmp_path / "file" / "run"), "--dataset", "synthetic"], "cannot write the run directory .*Choose a writable --out"),
+        (["train", "--out", str(tmp_path / "d"), "--dataset", "fashion_mnist", "--data-dir", str(empty)], "fashion"),
+        (["train", "--out", str(tmp_path / "s"), "--strategy", "data-parallel"], "JAX backend only"),
+        (["train", "--out", str(tmp_path / "w"), "--strategy", "multiworker"], "needs TF_CONFIG"),
+        (["train", "--out", str(empty), "--resume"], "Nothing to resume .*no config.json"),
+        (["train", "--out", str(edited), "--resume"], r"edited/config.json has unknown setting\(s\) 'learning_rte'"),
+        (["train", "--out", str(saved), "--resume", "--epochs", "5", "--model", "vgg_small_1w1a"],
+         r"--model: saved 'resnet20_1w1a', given 'vgg_small_1w1a'; --epochs: saved 3, given 5 .*only --verbose, --stop-after, --no-download may change"),
+        (["train", "--out", str(saved), "--resume", "--stop-after", "9"], r"`stop_after` must be in \[1, epochs=3\], got 9"),
+    ]
+    result = python(["-c", ERRORS, json.dumps([argv for argv, _ in cases])], label="errors (one process)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    import re
+
+    for (argv, expected), (code, stderr) in zip(cases, last_json_line(result.stdout)):
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1, (argv, code, stderr)
+        assert re.search(expected, lines[0]), (argv, lines[0])
+        assert lines[0].startswith(("keras-recu train", "keras-recu convert", "keras-recu evaluate")), lines[0]
+
+    # The same as a command on its own: the exit status and stderr a shell sees.
+    argv, expected = cases[0]
+    alone = cli(argv, label="errors (a separate process)")
+    assert alone.returncode == 2 and re.search(expected, no_traceback(alone)[-1]), alone.stderr[-2000:]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.tf_only
+def test_multiworker_two_processes_train_one_run_and_the_chief_writes_it(tmp_path):
+    import subprocess
+    import time
+
+    run = tmp_path / "run"
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    argv = ["train", "--out", str(run), "--model", TINY, "--strategy", "multiworker", "--epochs", "1", *TINY_FLAGS]
+    from tests.run_utils import CLI_WITH_TINY_MODEL
+
+    workers, scratch = [], []
+    start = time.perf_counter()
+    for index in range(2):
+        scratch.append(tmp_path / f"tmp{index}")
+        scratch[-1].mkdir()
+        env = environment(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                          TMPDIR=str(scratch[-1]))
+        workers.append(subprocess.Popen([sys.executable, "-c", CLI_WITH_TINY_MODEL.format(root=str(ROOT)), *argv],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [worker.communicate(timeout=400) for worker in workers]
+    SPENT["multiworker (2 processes)"] = time.perf_counter() - start
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    assert "Test accuracy" in outputs[0][0] and "Report:" in outputs[0][0]
+    assert "the chief wrote the run directory" in outputs[1][0]
+    assert not any(scratch[1].iterdir())  # the other worker's files went to its scratch directory, then away
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["history"]["epoch"] == [0] and metrics["config"]["strategy"] == "multiworker"
+    assert metrics["deployment"]["census"]["LceBconv2d"] == 1
+    for name in ("model.keras", "model.tflite", "report.md", "checkpoints/last.keras", "history.csv"):
+        assert (run / name).exists(), name
+
+
+DATA_PARALLEL = """
+import json, sys
+sys.modules["tensorflow"] = None  # as on a machine without TensorFlow
+sys.path.insert(0, {root!r})
+import keras, numpy as np
+from tests.run_utils import register_tiny_model
+register_tiny_model()
+from keras_recu.app.cli import main
+flags = sys.argv[2:]
+codes = {{}}
+for name, strategy in (("single", "default"), ("parallel", "data-parallel")):
+    codes[name] = main(["train", "--out", sys.argv[1] + "/" + name, "--strategy", strategy, *flags])
+devices = keras.distribution.distribution().device_mesh.shape
+codes["odd"] = main(["train", "--out", sys.argv[1] + "/odd", "--strategy", "data-parallel", *flags, "--limit-train", "95"])
+weights = {{name: np.concatenate([np.ravel(w) for w in keras.models.load_model(
+    sys.argv[1] + "/" + name + "/model.keras").get_weights()]).tolist() for name in ("single", "parallel")}}
+print("RESULT " + json.dumps(dict(codes=codes, devices=list(devices), weights=weights)))
+"""
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="a JAX subprocess of its own: runs once, in the JAX session of the suite")
+def test_data_parallel_on_two_jax_devices_without_tensorflow(tmp_path):
+    """keras.distribution.DataParallel over two CPU devices matches one device closely.
+
+    Not bit-equal: the gradient is summed in two halves, then across them.
+    """
+    env = environment(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = python(["-c", DATA_PARALLEL.format(root=str(ROOT)), str(tmp_path), "--model", TINY, "--epochs", "2",
+                     *TINY_FLAGS], env=env, label="data-parallel (JAX)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = last_json_line(result.stdout)
+    assert answer["codes"] == {"single": 0, "parallel": 0, "odd": 2} and answer["devices"] == [2]
+    assert "does not divide by 2" in result.stderr
+    single, parallel = (np.array(answer["weights"][k]) for k in ("single", "parallel"))
+    assert np.linalg.norm(parallel - single) / np.linalg.norm(single) < 0.02
+    report = (tmp_path / "parallel" / "report.md").read_text()
+    assert f"keras-recu convert {tmp_path / 'parallel'} --verify" in report  # no TensorFlow: convert later
+    assert not (tmp_path / "parallel" / "model.tflite").exists()
+    assert json.loads((tmp_path / "parallel" / "metrics.json").read_text())["config"]["strategy"] == "data-parallel"
