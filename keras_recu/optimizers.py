@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import keras
@@ -28,6 +30,9 @@ class L2SGD(keras.optimizers.SGD):
         nesterov, **kwargs: as in `keras.optimizers.SGD` (`weight_decay` is
             refused: use `l2`).
 
+    A learning rate given as a number, the momentum and `l2` must be finite
+    (a NaN learning rate would silently turn every weight NaN).
+
     Example:
 
     >>> optimizer = L2SGD(learning_rate=0.1, momentum=0.9, l2=5e-4)
@@ -48,9 +53,11 @@ class L2SGD(keras.optimizers.SGD):
                 "decoupled `weight_decay` would decay twice. Pass l2=... instead."
             )
         kwargs.pop("weight_decay", None)
-        if l2 < 0:
-            raise ValueError(f"`l2` must be >= 0, got {l2}.")
-        super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, name=name, **kwargs)
+        _check_range(l2, "l2", 0.0, math.inf, ">= 0 and finite")
+        _check_range(momentum, "momentum", 0.0, 1.0, "a number in [0, 1]")
+        if isinstance(learning_rate, numbers.Real):
+            _check_range(learning_rate, "learning_rate", 0.0, math.inf, "a finite number >= 0, or a schedule")
+        super().__init__(learning_rate=learning_rate, momentum=float(momentum), nesterov=nesterov, name=name, **kwargs)
         self.l2 = float(l2)
 
     def update_step(self, gradient, variable, learning_rate):
@@ -60,3 +67,10 @@ class L2SGD(keras.optimizers.SGD):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "l2": self.l2}
+
+
+def _check_range(value, name: str, low: float, high: float, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"`{name}` must be {allowed}, got {value}.")

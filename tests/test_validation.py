@@ -267,3 +267,26 @@ def test_layers_hold_and_serialize_their_quantizers_alike(layer, names):
         assert type(copy) is type(original)
         assert copy.get_config() | {"name": None} == original.get_config() | {"name": None}
     assert QuantConv2D(4, 3).get_config()["kernel_quantizer"] is None
+
+
+# L2SGD: non-finite hyperparameters are refused.
+
+
+def test_l2sgd_refuses_non_finite_hyperparameters():
+    from keras_recu.optimizers import L2SGD
+
+    for kwargs, message in [
+        (dict(learning_rate=math.nan), "`learning_rate` must be a finite number >= 0, or a schedule, got nan"),
+        (dict(learning_rate=math.inf), "`learning_rate` must be a finite number >= 0, or a schedule, got inf"),
+        (dict(l2=math.inf), "`l2` must be >= 0 and finite, got inf"),
+        (dict(l2=math.nan), "`l2` must be >= 0 and finite, got nan"),
+        (dict(momentum=math.nan), r"`momentum` must be a number in \[0, 1\], got nan"),
+        (dict(momentum=1.5), r"`momentum` must be a number in \[0, 1\], got 1.5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            L2SGD(**kwargs)
+    with pytest.raises(TypeError, match="`l2` must be >= 0 and finite, got '5e-4'"):
+        L2SGD(l2="5e-4")
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    revived = L2SGD.from_config(L2SGD(schedule, momentum=np.float32(0.9), l2=5e-4).get_config())
+    assert revived.l2 == 5e-4
