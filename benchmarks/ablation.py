@@ -236,41 +236,32 @@ def run_one(args: argparse.Namespace) -> int:
 # --- the campaign ------------------------------------------------------------------------------
 
 
-def pending_tasks(args: argparse.Namespace) -> List[Task]:
-    """The runs of the budget not yet in its CSV, in priority order (tier, seed, variant)."""
-    budget, out = BUDGETS[args.budget], Path(args.out)
-    done = {run_key(row) for row in stores(out, args.budget)["runs"].rows()}
+def planned_runs(args: argparse.Namespace) -> List[Tuple[tuple, str, int, float]]:
+    """(key, variant, seed, learning rate) of every run of the budget, by priority (tier, seed, variant)."""
+    budget = BUDGETS[args.budget]
     seeds = range(budget.seeds) if args.seeds is None else args.seeds
+    if budget.validation:
+        return [(("ste", seed, rate), "ste", seed, rate) for seed in seeds for rate in budget.learning_rates]
+    ste_rate = args.ste_learning_rate or (best_learning_rate(Path(args.out), budget.sweep) if budget.sweep else None)
+    if "ste" in args.variants and ste_rate is None:
+        print(f"skipping ste: no learning rate (run --budget {budget.sweep} first, or pass --ste-learning-rate)",
+              flush=True)
+    names = [name for name in args.variants if name != "ste" or ste_rate is not None]
+    return [((name, seed), name, seed, ste_rate if name == "ste" else args.learning_rate)
+            for tier in sorted({VARIANTS[name].tier for name in names}) for seed in seeds
+            for name in names if VARIANTS[name].tier == tier]
+
+
+def pending_tasks(args: argparse.Namespace) -> List[Task]:
+    """The planned runs not yet in the budget's CSV, each as the command of an `_one` process."""
+    out = Path(args.out)
+    done = {run_key(row) for row in stores(out, args.budget)["runs"].rows()}
     common = ["--budget", args.budget, "--out", out, "--weight-decay", args.weight_decay]
     common += ["--data-dir", args.data_dir] if args.data_dir else []
-    common += ["--deadline", args.deadline_at] if args.deadline_at else []
-    tasks = []
-    if budget.validation:
-        for seed in seeds:
-            for rate in budget.learning_rates:
-                if ("ste", seed, rate) not in done:
-                    tasks.append(Task(("ste", seed, rate), python_command(
-                        HERE / "ablation.py", "_one", "--variant", "ste", "--seed", seed,
-                        "--learning-rate", rate, *common)))
-        return tasks
-    names = sorted(args.variants, key=lambda name: VARIANTS[name].tier)
-    ste_rate = args.ste_learning_rate or (best_learning_rate(out, budget.sweep) if budget.sweep else None)
-    for tier in sorted({VARIANTS[name].tier for name in names}):
-        for seed in seeds:
-            for name in (n for n in names if VARIANTS[n].tier == tier):
-                if (name, seed) in done:
-                    continue
-                rate = args.learning_rate
-                if name == "ste":
-                    if ste_rate is None:
-                        print(f"skipping ste seed {seed}: no learning rate (run --budget {budget.sweep} "
-                              "first, or pass --ste-learning-rate)", flush=True)
-                        continue
-                    rate = ste_rate
-                tasks.append(Task((name, seed), python_command(
-                    HERE / "ablation.py", "_one", "--variant", name, "--seed", seed, "--learning-rate", rate,
-                    *common)))
-    return tasks
+    common += ["--deadline-at", args.deadline_at] if args.deadline_at else []
+    return [Task(key, python_command(HERE / "ablation.py", "_one", "--variant", variant, "--seed", seed,
+                                     "--learning-rate", rate, *common))
+            for key, variant, seed, rate in planned_runs(args) if key not in done]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -287,11 +278,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         c.add_argument("--data-dir", help="directory of the four Fashion-MNIST IDX files")
         c.add_argument("--weight-decay", type=float, default=5e-4)
         c.add_argument("--learning-rate", type=float, default=0.1)
-        c.add_argument("--deadline", type=float, help="seconds from now: no run may end later")
         if name == "_one":
             c.add_argument("--variant", required=True, choices=sorted(VARIANTS))
             c.add_argument("--seed", type=int, required=True)
+            c.add_argument("--deadline-at", type=float, help="time.time() by which the run must end")
             continue
+        c.add_argument("--deadline", type=float, help="seconds from now: no run may end later")
         c.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
         c.add_argument("--seeds", help="comma-separated seeds (default 0..budget seeds - 1)")
         c.add_argument("--parallel", type=int, default=1, help="runs at once (processes)")
@@ -304,10 +296,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if unknown or not args.variants:
             p.error(f"unknown or no variants {unknown}; known: {', '.join(VARIANTS)}")
         args.seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
-    if args.command in ("run", "_one"):
-        # _one gets an absolute time from its parent (see pending_tasks), run a relative one.
-        args.deadline_at = None if args.deadline is None else (
-            args.deadline if args.command == "_one" else time.time() + args.deadline)
+        args.deadline_at = None if args.deadline is None else time.time() + args.deadline
     return args
 
 

@@ -123,9 +123,10 @@ def _variant_tables(by_variant: Dict[str, List[Dict[str, str]]]) -> List[str]:
     binary = {n: harness.t_interval(_accuracies(r)).mean for n, r in by_variant.items() if n != "full_precision"}
     if binary and "full_precision" in by_variant:
         best = max(binary, key=binary.get)
-        gap = harness.t_interval(_accuracies(by_variant["full_precision"])).mean - binary[best]
-        lines += [f"Best 1w1a variant: {best} at {100 * binary[best]:.2f}%; the float twin is "
-                  f"{100 * gap:.2f} points above it.", ""]
+        float_mean = harness.t_interval(_accuracies(by_variant["full_precision"])).mean
+        gap = 100 * (float_mean - binary[best])
+        lines += [f"Best 1w1a variant: {best} at {100 * binary[best]:.2f}%; the float twin scores "
+                  f"{100 * float_mean:.2f}%, {abs(gap):.2f} points {'above' if gap >= 0 else 'below'} it.", ""]
     return lines
 
 

@@ -35,18 +35,19 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Callable, Optional, Sequence  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from keras_recu.deploy import census, convert, verify  # noqa: E402
 from keras_recu.models import float_twin, resnet20_1w1a  # noqa: E402
 
@@ -89,16 +90,11 @@ def tflite_runner(flatbuffer: bytes, threads: int) -> Callable[[np.ndarray], np.
 
 
 def median_latency_ms(runners: dict, image: np.ndarray, runs: int) -> dict:
-    """Interleaved single-image latencies, median per runner, in ms."""
-    times = {name: [] for name in runners}
-    for run in runners.values():
-        run(image)  # warm-up
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(image)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+    """Single-image latencies in interleaved rounds (`harness`), median per runner, in ms."""
+    rounds = {name: (lambda run: lambda n: (run(image), harness.time_steps(lambda: run(image), n))[1])(run)
+              for name, run in runners.items()}
+    timings = harness.interleaved_rounds(rounds, rounds=runs, steps=1)
+    return {name: round(t.step_median_ms, 3) for name, t in timings.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -150,13 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         },
         "latency_ms_single_image_x86": latency,
         "latency_note": "x86-64: LCE runs portable kernels, not its optimized ARM64 ones",
-        "environment": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
+        "environment": harness.environment(),
     }
     print(f"ResNet-20 1w1a: {result['parameters']} parameters, {result['binary_convs']} binary convs")
     print(f"operators: {result['census']}")

@@ -4,7 +4,8 @@ An engine is one implementation on one framework:
 
 * `keras-jax`, `keras-tensorflow`, `keras-torch`: `keras_recu.models.resnet20_1w1a`
   on that Keras backend (`model.train_on_batch`, jit_compile as Keras
-  decides by default; `keras-tensorflow-nojit` forces it off);
+  decides by default: XLA on JAX, not on TensorFlow or torch;
+  `keras-tensorflow-xla` forces XLA on TensorFlow);
 * `authors-torch`: the authors' PyTorch model (`authors_resnet20_torch.py`)
   with their SGD step (zero_grad, forward, cross-entropy, backward, step).
 
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
-ENGINES = ("keras-jax", "keras-tensorflow", "keras-tensorflow-nojit", "keras-torch", "authors-torch")
+ENGINES = ("keras-jax", "keras-tensorflow", "keras-tensorflow-xla", "keras-torch", "authors-torch")
 SHAPE, CLASSES = (32, 32, 3), 10
 
 
@@ -54,7 +55,7 @@ def keras_stepper(engine: str, batch: int, seed: int) -> Tuple[Callable[[], floa
     model = resnet20_1w1a(input_shape=SHAPE, num_classes=CLASSES, tau=0.85)
     model.compile(optimizer=L2SGD(0.1, momentum=0.9, l2=5e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=False if engine.endswith("-nojit") else "auto")
+                  jit_compile=True if engine.endswith("-xla") else "auto")
     x, y = (keras.ops.convert_to_tensor(a) for a in _batch(batch, seed))
     return (lambda: float(model.train_on_batch(x, y))), {"jit_compile": bool(model.jit_compile)}
 

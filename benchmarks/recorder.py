@@ -96,7 +96,8 @@ class Recorder:
     # --- measurements ---------------------------------------------------------------------
 
     def kernels(self, model) -> List[np.ndarray]:
-        return [keras.ops.convert_to_numpy(model.get_layer(name).kernel) for name in self.layer_names]
+        # `.value`: the backend array (numpy 2 warns when it converts a Keras variable itself)
+        return [keras.ops.convert_to_numpy(model.get_layer(name).kernel.value) for name in self.layer_names]
 
     def measure(self, model) -> Dict[str, float]:
         """Every variant's latent kernels, measured alike (means over the binary layers)."""

@@ -146,7 +146,7 @@ def test_pending_tasks_skip_recorded_runs_in_priority_order(tmp_path, capsys):
     # tier 1 (recu; ste has no learning rate yet), seeds in order, then tier 2, then tier 3
     assert keys == [("recu", 1), ("recu", 2), ("recu_constraint", 0), ("recu_constraint", 1),
                     ("recu_constraint", 2), ("tau_fixed_0.94", 0), ("tau_fixed_0.94", 1), ("tau_fixed_0.94", 2)]
-    assert "skipping ste seed 0" in capsys.readouterr().out
+    assert "skipping ste: no learning rate" in capsys.readouterr().out
     sweep = ablation.stores(tmp_path, "sweep-e4")["runs"]
     sweep.append([_row("ste", s, "sweep-e4", acc, rate) for s, acc, rate in
                   [(0, 0.80, 0.3), (1, 0.82, 0.3), (0, 0.81, 1.0), (1, 0.81, 1.0), (0, 0.6, 0.03)]])
@@ -229,10 +229,27 @@ def test_report_tables_against_hand_computed_numbers(tmp_path):
 
     assert f"| recu − standardize_only | +2.00 |" in text
     assert f"| {2 * stats.t.sf(t, 4):.3f} | no (n=3+3, df=4.0) |" in text  # p = 0.070
-    assert "Best 1w1a variant: recu at 91.00%; the float twin is 2.33 points above it." in text
+    assert "Best 1w1a variant: recu at 91.00%; the float twin scores 93.33%, 2.33 points above it." in text
     for figure in ("accuracy", "curves", "histograms"):
         size = (tmp_path / "figures" / f"ablation-full-e10-{figure}.png").stat().st_size
         assert 0 < size < 300_000
+
+
+def test_engine_worker_protocol_and_failure():
+    pytest.importorskip("torch")
+    from engines import Worker
+
+    worker = Worker("authors-torch", batch=2, warmup=0)
+    try:
+        facts = worker.ready()
+        assert facts["engine"] == "authors-torch" and facts["first_step_s"] >= 0
+        assert not facts["tensorflow_imported"]
+        times = worker(3)
+        assert len(times) == 3 and all(t > 0 for t in times)
+    finally:
+        assert worker.close() == 0
+    with pytest.raises(ValueError, match="Unknown engine"):
+        Worker("keras-nope", batch=2)
 
 
 # --- the authors' model ----------------------------------------------------------------------

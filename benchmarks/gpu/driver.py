@@ -102,7 +102,7 @@ def main() -> int:
     # (a) the train step, JAX against the authors' PyTorch, on the idle GPU
     engines = "keras-jax,authors-torch" + ("" if args.smoke else ",keras-torch")
     steps = ["--batch", 32, "--rounds", 3, "--steps", 2] if args.smoke else ["--batch", 256, "--rounds", 7,
-                                                                              "--seconds", 40]
+                                                                              "--seconds", 25]
     call([BENCH / "train_step.py", "engines", "--engines", engines, *steps, "--json", out / "train_step.json"],
          min(150, left() / 4))
 

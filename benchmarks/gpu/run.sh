@@ -15,6 +15,8 @@ if ! "$PY" -c "import keras" 2>/dev/null; then
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
-echo "[$(date +%T)] run.sh: $("$PY" -c 'import sys, numpy, keras; print(sys.version.split()[0], "numpy", numpy.__version__, "keras", keras.__version__)')"
+# Preflight: the stack imports and sees its device, and the data are there; else stop at once.
+"$PY" -c 'import sys, numpy, keras, jax, keras_recu; print("preflight: python", sys.version.split()[0], "numpy", numpy.__version__, "keras", keras.__version__, "jax", jax.__version__, jax.devices())' || exit 1
+ls .data/*-ubyte.gz >/dev/null || { echo "no Fashion-MNIST IDX files in .data/"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv || echo "no nvidia-smi"
 "$PY" benchmarks/gpu/driver.py --out "$OUT" --started "$START" "$@" 2>&1 | tee "$OUT/log.txt"
