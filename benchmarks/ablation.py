@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from campaign import RowStore, Task, number, python_command, run_pool  # noqa: E402
+from campaign import RowStore, Task, exit_on_sigterm, number, python_command, run_pool  # noqa: E402
 
 RESULTS = HERE / "results"
 TAU_MIN, TAU_MAX, REFERENCE_TAU = 0.85, 0.99, 0.85
@@ -317,6 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_one(args)
     import harness
 
+    exit_on_sigterm()  # a parent's timeout ends the runs too (run_pool's cleanup)
     tasks = pending_tasks(args)
     print(f"[{harness.now()}] budget {args.budget}: {len(tasks)} runs to do, {args.parallel} at once", flush=True)
     outcomes = run_pool(tasks, args.parallel, args.deadline_at, args.estimate,

@@ -144,6 +144,8 @@ def run_pool(
     `estimate_s` is the prior duration of one task; once a task has finished,
     the longest finished one is used instead. The subprocesses share this
     process's stdout/stderr, each in its own process group (killed as one).
+    If the pool is interrupted (an exception, or SIGTERM made `SystemExit` by
+    `exit_on_sigterm`), it kills the runs still going.
     """
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}.")
@@ -151,58 +153,66 @@ def run_pool(
     running: Dict[tuple, tuple] = {}  # key -> (Popen, start)
     outcomes: List[Outcome] = []
     durations: List[float] = []
-    while queue or running:
-        now = time.time()
-        while queue and len(running) < parallel:
-            guess = max(durations) if durations else estimate_s
-            if deadline is not None and guess is not None and now + guess > deadline:
+    try:
+        while queue or running:
+            now = time.time()
+            while queue and len(running) < parallel:
+                guess = max(durations) if durations else estimate_s
+                if deadline is not None and guess is not None and now + guess > deadline:
+                    for task in queue:
+                        outcomes.append(Outcome(task.key, "not started"))
+                        log(f"not started {task.key}: ~{guess:.0f} s would end after the deadline")
+                    queue.clear()
+                    break
+                task = queue.pop(0)
+                process = subprocess.Popen(task.command, env=None if env is None else dict(env),
+                                           start_new_session=True)
+                running[task.key] = (process, now)
+                log(f"started {task.key} (pid {process.pid})")
+            for key, (process, start) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                seconds = time.time() - start
+                del running[key]
+                status = "done" if code == 0 else "failed"
+                if status == "done":
+                    durations.append(seconds)
+                outcomes.append(Outcome(key, status, round(seconds, 1), code))
+                log(f"{status} {key} in {seconds:.0f} s (exit {code})")
+            if deadline is not None and time.time() >= deadline and running:
+                kill_groups([process for process, _ in running.values()])
+                for key, (process, start) in running.items():
+                    outcomes.append(Outcome(key, "abandoned", round(time.time() - start, 1)))
+                    log(f"abandoned {key} at the deadline after {time.time() - start:.0f} s")
+                running.clear()
                 for task in queue:
                     outcomes.append(Outcome(task.key, "not started"))
-                    log(f"not started {task.key}: ~{guess:.0f} s would end after the deadline")
                 queue.clear()
-                break
-            task = queue.pop(0)
-            process = subprocess.Popen(task.command, env=None if env is None else dict(env),
-                                       start_new_session=True)
-            running[task.key] = (process, now)
-            log(f"started {task.key} (pid {process.pid})")
-        for key, (process, start) in list(running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            seconds = time.time() - start
-            del running[key]
-            status = "done" if code == 0 else "failed"
-            if status == "done":
-                durations.append(seconds)
-            outcomes.append(Outcome(key, status, round(seconds, 1), code))
-            log(f"{status} {key} in {seconds:.0f} s (exit {code})")
-        if deadline is not None and time.time() >= deadline and running:
-            for key, (process, start) in running.items():
-                _kill(process)
-                outcomes.append(Outcome(key, "abandoned", round(time.time() - start, 1)))
-                log(f"abandoned {key} at the deadline after {time.time() - start:.0f} s")
-            running.clear()
-            for task in queue:
-                outcomes.append(Outcome(task.key, "not started"))
-            queue.clear()
-        if running:
-            time.sleep(poll_s)
+            if running:
+                time.sleep(poll_s)
+    finally:  # interrupted (SIGTERM from a parent's timeout, say): no run outlives the pool
+        kill_groups([process for process, _ in running.values()])
     return outcomes
 
 
-def _kill(process: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """SIGTERM the task's process group, SIGKILL it after `grace_s`."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def kill_groups(processes: Sequence[subprocess.Popen], grace_s: float = 5.0) -> None:
+    """SIGTERM the processes' groups, then SIGKILL whatever still lives after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for process in processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, sig)
+                except ProcessLookupError:
+                    pass
+        end = time.time() + grace_s
+        while time.time() < end and any(p.poll() is None for p in processes):
+            time.sleep(0.1)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into `SystemExit`, so that `finally` blocks (run_pool's cleanup) run."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def python_command(script: Path, *args: Any) -> List[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -130,34 +131,54 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__)), engine, "--batch", str(batch), "--seed", str(seed),
              "--warmup", str(warmup)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.facts: Dict[str, Any] = {}
+        self._pending = b""
 
-    def _reply(self, tag: str) -> str:
-        for line in self.process.stdout:
+    def _line(self, deadline: Optional[float]) -> Optional[str]:
+        """The worker's next output line; None at its end. Raises TimeoutError after `deadline`."""
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            wait = None if deadline is None else deadline - time.time()
+            if wait is not None and (wait <= 0 or not select.select([fd], [], [], wait)[0]):
+                raise TimeoutError(f"worker {self.engine} did not answer in time")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def _reply(self, tag: str, timeout_s: Optional[float] = None) -> str:
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        while True:
+            line = self._line(deadline)
+            if line is None:
+                raise RuntimeError(f"worker {self.engine} ended (exit {self.process.wait()}) before {tag}")
             if line.startswith(f"@@{tag} "):
                 return line[len(tag) + 3:]
-            sys.stderr.write(f"[{self.engine}] {line}")
-        raise RuntimeError(f"worker {self.engine} ended (exit {self.process.wait()}) before {tag}")
+            sys.stderr.write(f"[{self.engine}] {line}\n")
 
-    def ready(self) -> Dict[str, Any]:
-        self.facts = json.loads(self._reply("READY"))
+    def ready(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
+        """Wait until the worker has built and warmed up its model; its facts."""
+        self.facts = json.loads(self._reply("READY", timeout_s))
         return self.facts
 
     def __call__(self, steps: int) -> List[float]:
-        self.process.stdin.write(f"STEPS {steps}\n")
+        self.process.stdin.write(f"STEPS {steps}\n".encode())
         self.process.stdin.flush()
         return json.loads(self._reply("TIMES"))
 
-    def close(self) -> Optional[int]:
+    def close(self, wait_s: float = 30) -> Optional[int]:
+        """Ask the worker to quit; kill it if it has not after `wait_s` (one stuck compiling, say)."""
         if self.process.poll() is None:
             try:
-                self.process.stdin.write("QUIT\n")
+                self.process.stdin.write(b"QUIT\n")
                 self.process.stdin.close()
             except (BrokenPipeError, OSError):
                 pass
             try:
-                return self.process.wait(30)
+                return self.process.wait(wait_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()

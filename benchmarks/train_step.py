@@ -31,6 +31,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Dict, Optional, Sequence  # noqa: E402
 
@@ -152,14 +153,15 @@ def engines(args: argparse.Namespace) -> Dict[str, Any]:
 
     workers = {name: Worker(name, args.batch, args.seed) for name in args.engines}
     facts: Dict[str, Any] = {}
+    ready_by = time.time() + args.ready_timeout
     try:
         for name, worker in list(workers.items()):  # they build and compile concurrently
             try:
-                facts[name] = worker.ready()
-            except RuntimeError as error:  # one engine failing must not cost the others' figures
+                facts[name] = worker.ready(max(1.0, ready_by - time.time()))
+            except (RuntimeError, TimeoutError) as error:  # one engine failing must not cost the others
                 print(f"  [{harness.now()}] {name} failed: {error}", flush=True)
                 facts[name] = {"error": str(error)}
-                del workers[name]
+                workers.pop(name).close(wait_s=1)
                 continue
             print(f"  [{harness.now()}] {name:<22} ready: first step {facts[name]['first_step_s']} s on "
                   f"{facts[name].get('device')}", flush=True)
@@ -210,6 +212,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     e = commands.choices["engines"]
     e.add_argument("--engines", default="keras-jax,keras-tensorflow", help="comma-separated, see engines.py")
     e.add_argument("--seconds", type=float, help="size --steps so the timed rounds take about this long")
+    e.add_argument("--ready-timeout", type=float, default=600, help="seconds for every engine to start")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands.choices and argv[0] not in ("-h", "--help"):
         argv = ["floor", *argv]  # the default measurement, as before the subcommands

@@ -126,6 +126,33 @@ def test_run_pool_statuses_and_deadline(tmp_path):
     assert outcomes[0].status == "not started"
 
 
+def test_run_pool_interrupted_by_sigterm_kills_its_runs(tmp_path):
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = ("import sys; sys.path.insert(0, sys.argv[1]); from campaign import *\n"
+              "exit_on_sigterm(); run_pool([Task(('s',), [sys.executable, '-c', sys.argv[2]])], 1, log=print)")
+    pool = subprocess.Popen([sys.executable, "-c", parent, str(ROOT / "benchmarks"), child])
+    for _ in range(300):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(30) == 128 + signal.SIGTERM
+    for _ in range(100):  # the run's process group was killed with the pool
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the pool's run outlived the pool")
+
+
 # --- the ablation campaign -------------------------------------------------------------------
 
 
@@ -248,6 +275,10 @@ def test_engine_worker_protocol_and_failure():
         assert len(times) == 3 and all(t > 0 for t in times)
     finally:
         assert worker.close() == 0
+    slow = Worker("authors-torch", batch=2)
+    with pytest.raises(TimeoutError, match="did not answer in time"):
+        slow.ready(timeout_s=0.01)  # still importing torch
+    assert slow.close(wait_s=0.1) != 0  # killed
     with pytest.raises(ValueError, match="Unknown engine"):
         Worker("keras-nope", batch=2)
 

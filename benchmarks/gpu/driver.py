@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 from ablation import BUDGETS, VARIANTS, stores  # noqa: E402
-from campaign import number  # noqa: E402
+from campaign import kill_groups, number  # noqa: E402
 
 #: (epochs, runs at once) in order of preference: 50 epochs first (issue 10), then all six variants.
 PLANS = ((50, 18), (50, 15), (30, 18), (30, 15), (20, 18), (20, 15), (15, 15), (10, 15))
@@ -49,12 +49,14 @@ def log(message: str) -> None:
 
 
 def call(args, limit_s: float) -> int:
-    """Run a benchmark script with a hard time limit; its output goes to ours."""
+    """Run a benchmark script, in a process group of its own, killed as a whole after `limit_s`."""
     log("$ " + " ".join(str(a) for a in args))
+    process = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, start_new_session=True)
     try:
-        return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, timeout=max(1.0, limit_s)).returncode
+        return process.wait(max(1.0, limit_s))
     except subprocess.TimeoutExpired:
-        log(f"stopped after {limit_s:.0f} s")
+        log(f"stopping it after {limit_s:.0f} s")
+        kill_groups([process])
         return 124
 
 
@@ -102,7 +104,7 @@ def main() -> int:
     # (a) the train step, JAX against the authors' PyTorch, on the idle GPU
     engines = "keras-jax,authors-torch" + ("" if args.smoke else ",keras-torch")
     steps = ["--batch", 32, "--rounds", 3, "--steps", 2] if args.smoke else ["--batch", 256, "--rounds", 7,
-                                                                              "--seconds", 25]
+                                                                              "--seconds", 25, "--ready-timeout", 100]
     call([BENCH / "train_step.py", "engines", "--engines", engines, *steps, "--json", out / "train_step.json"],
          min(150, left() / 4))
 
