@@ -47,7 +47,7 @@ demo: $(VENV)/.installed-demo
 # everything. On JAX and torch, what is not marked tf_only (conftest.py makes
 # TensorFlow unimportable there, as on a machine without it), less the
 # application's end-to-end tests, which train through the same core.
-PYTEST := $(PY) -m pytest -n 2
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile
 PYTEST_ARGS ?=
 APP_TESTS := tests/test_train.py tests/test_examples_and_cli.py tests/test_cli_subprocess.py \
 	tests/test_run_dir.py tests/test_benchmarks.py
