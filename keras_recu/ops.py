@@ -207,6 +207,8 @@ def standardization_moments(w, laplace_scale: float = LAPLACE_SCALE, epsilon: fl
     standardized weights have standard deviation `laplace_scale * sqrt(2)`.
     Both are shaped `(1, ..., 1, out)`. Gradients flow through both.
     """
+    # A numpy kernel meets torch tensors in `w - mean`, which numpy cannot do.
+    w = ops.convert_to_tensor(w)
     fan_in = validate_kernel_shape(w.shape, "ReCU standardization")
     axes = _channel_axes(len(w.shape))
     mean = ops.mean(w, axis=axes, keepdims=True)
@@ -218,6 +220,7 @@ def standardization_moments(w, laplace_scale: float = LAPLACE_SCALE, epsilon: fl
 
 def standardize(w, laplace_scale: float = LAPLACE_SCALE, epsilon: float = EPSILON):
     """Standardize a kernel per output channel (spec steps 1 and 2)."""
+    w = ops.convert_to_tensor(w)
     mean, scale = standardization_moments(w, laplace_scale, epsilon)
     return (w - mean) / scale
 

@@ -290,3 +290,12 @@ def test_l2sgd_refuses_non_finite_hyperparameters():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
     revived = L2SGD.from_config(L2SGD(schedule, momentum=np.float32(0.9), l2=5e-4).get_config())
     assert revived.l2 == 5e-4
+
+
+def test_the_math_takes_numpy_arrays_on_every_backend(rng):
+    kernel = rng.laplace(size=(3, 3, 2, 4)).astype("float32")
+    standardized = to_numpy(recu_ops.standardize(kernel))
+    np.testing.assert_allclose(standardized, numpy_standardized(kernel.astype("float64")), rtol=1e-5, atol=1e-5)
+    mean, scale = (to_numpy(t) for t in recu_ops.standardization_moments(kernel))
+    np.testing.assert_allclose((kernel - mean) / scale, standardized, rtol=1e-5, atol=1e-5)
+    assert to_numpy(recu_ops.recu_kernel(kernel, 0.9)).shape == kernel.shape
