@@ -193,6 +193,7 @@ def test_user_errors_are_one_line_with_the_fix_and_exit_2(tmp_path):
         (["convert", m, "--samples", "0"], "argument --samples: expected a positive integer, got 0"),
         (["convert", str(unfinished)], "has not finished .*--resume.*or convert its last checkpoint"),
         (["evaluate", str(tmp_path / "missing")], "no such file"),
+        (["evaluate", str(tmp_path / "text.keras"), "--dataset", "synthetic"], "cannot load .*text.keras as a Keras model"),
         (["train", "--verbose", "loud"], "argument --verbose: expected auto, 0 .*got 'loud'"),
         (["train", "--learning-rate", "nan"], "argument --learning-rate: expected a finite number, got 'nan'"),
         (["train", "--weight-decay", "inf"], "argument --weight-decay: expected a finite number, got 'inf'"),

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_recu.app import data
+from keras_recu.app import cli, data
 from keras_recu.app.train import (
     RESUMABLE,
     RunError,
@@ -24,7 +24,7 @@ from keras_recu.app.train import (
     TrainingDiverged,
     run,
 )
-from tests.run_utils import TINY, environment, last_json_line, tiny_recu
+from tests.run_utils import TINY, TINY_FLAGS, environment, last_json_line, tiny_recu
 
 BACKEND = keras.backend.backend()
 
@@ -90,6 +90,21 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_pa
     assert json.loads((out / "config.json").read_text())["stop_after"] is None
 
 
+def test_the_command_resumes_with_the_saved_settings_and_this_sessions_stop(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = ["train", "--out", str(out), "--model", TINY, "--epochs", "3", "--stop-after", "1", *TINY_FLAGS]
+    assert cli.main(first) == 0
+    assert "Stopped after epoch 1 of 3; `keras-recu train --out" in capsys.readouterr().out
+    # --stop-after 1 of the first session is not this one's: the run goes on to epoch 2, then to the end.
+    assert cli.main(["train", "--out", str(out), "--resume", "--stop-after", "2", "--verbose", "0"]) == 0
+    assert "Stopped after epoch 2 of 3" in capsys.readouterr().out
+    assert cli.main(["train", "--out", str(out), "--resume", "--verbose", "0"]) == 0
+    assert "Test accuracy" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["history"]["epoch"] == [0, 1, 2]
+    assert cli.main(["train", "--out", str(out), "--resume", "--learning-rate", "0.1"]) == 2
+    assert "--learning-rate: saved 0.05, given 0.1" in capsys.readouterr().err
+
+
 class _NaNFromEpoch(keras.utils.PyDataset):
     """The training batches of `data.load`, with one NaN pixel per batch from epoch `bad_epoch` on."""
 
@@ -112,7 +127,7 @@ class _NaNFromEpoch(keras.utils.PyDataset):
         return images, labels
 
 
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     load = data.load
 
     def load_with_nan(*args, **kwargs):
@@ -122,7 +137,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     monkeypatch.setattr(data, "load", load_with_nan)
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2, batch 1.*last good checkpoint \(1 epoch"):
-        run(tiny(out))
+        run(tiny(out, epochs=2))
+    # The command: one line on stderr, exit status 1 (the job ran and failed).
+    code = cli.main(["train", "--out", str(tmp_path / "cli"), "--model", TINY, "--epochs", "2", *TINY_FLAGS])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("keras-recu train: the training loss became nan")
     record = json.loads((out / "checkpoints" / "state.json").read_text())
     assert record["epochs_done"] == 1 and len(record["history"]) == 1
     model = keras.models.load_model(out / "checkpoints" / "last.keras")

@@ -144,12 +144,9 @@ def run_train(args) -> int:
     out = Path(given.get("out", TrainConfig.out))
     try:
         if args.resume:
-            config_path = out / "config.json"
-            if not config_path.exists():
-                raise RunError(f"Nothing to resume in {out}: it has no config.json. Start the run without --resume.")
             # The saved settings, overridden by what was passed: run() then
             # refuses whatever of that the run may not change.
-            config = dataclasses.replace(TrainConfig.from_file(config_path), **given)
+            config = TrainConfig.resumed(out, **given)
         else:
             config = TrainConfig(**given)
         metrics = run(config, resume=args.resume)
@@ -186,9 +183,9 @@ def _report_train(out: Path, metrics: dict) -> int:
             f"{deployment['argmax_agreement']:.2%} on {deployment['verify_samples']} test images."
         )
     else:
-        print(deployment["note"])
+        print(deployment["note"], file=sys.stderr if deployment.get("failed") else sys.stdout)
     print(f"Report: {out / 'report.md'} (plots and metrics.json beside it)")
-    return 0
+    return 1 if deployment.get("failed") else 0
 
 
 # --------------------------------------------------------------------------- evaluate and convert
@@ -286,9 +283,9 @@ def _convert_on_tensorflow(argv: Sequence[str]) -> int:
     A model traced on JAX or torch exports ops LCE cannot lower; the same
     .keras file loaded on TensorFlow converts.
     """
-    from keras_recu.app.train import _tensorflow_deploy_available
+    from keras_recu.deploy import conversion_available
 
-    if not _tensorflow_deploy_available():
+    if not conversion_available():
         raise UsageError(
             "convert needs TensorFlow and larq-compute-engine, which this environment lacks: "
             "pip install 'keras-recu[tensorflow,deploy]', or convert on a machine that has them."
@@ -303,9 +300,9 @@ def run_convert(args, argv: Sequence[str]) -> int:
     try:
         if keras.backend.backend() != "tensorflow":
             return _convert_on_tensorflow(argv)
-        from keras_recu.app.train import _tensorflow_deploy_available
+        from keras_recu.deploy import conversion_available
 
-        if not _tensorflow_deploy_available():
+        if not conversion_available():
             raise UsageError("convert needs larq-compute-engine: pip install 'keras-recu[deploy]'.")
         model_path = _model_path(args.model, "convert")
         output = _output_path(args, model_path)

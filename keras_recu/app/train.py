@@ -53,15 +53,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import io
 import json
 import math
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -161,6 +158,20 @@ class TrainConfig:
                 f"another version of keras-recu. Known settings: {', '.join(sorted(known))}. Remove or rename them."
             )
         return cls(**saved)
+
+    @classmethod
+    def resumed(cls, run_dir: os.PathLike, **given: Any) -> "TrainConfig":
+        """The saved configuration of the run in `run_dir`, with the settings `given` for this session.
+
+        `stop_after` and `verbose` belong to a session: they are not taken
+        over from the session before. Whatever else `given` changes,
+        `run(..., resume=True)` refuses unless it is in `RESUMABLE`.
+        """
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise RunError(f"Nothing to resume in {run_dir}: it has no config.json. Start the run without --resume.")
+        session = {"stop_after": cls.stop_after, "verbose": cls.verbose, "out": str(run_dir)}
+        return dataclasses.replace(cls.from_file(path), **{**session, **given})
 
     def validate(self) -> None:
         """Raise ValueError naming the setting, the value and the allowed values."""
@@ -602,13 +613,12 @@ def _binary_kernels(model, count: int = 3) -> Dict[str, np.ndarray]:
     """Latent kernels of up to `count` binary layers: the first, a middle one, the last."""
     import keras
 
-    from keras_recu.deploy import binary_layers
+    from keras_recu.inspection import binary_layers
 
-    names = [layer.name for layer in binary_layers(model) if layer.kind == "conv"]
-    if len(names) > count:
-        picks = sorted({0, len(names) // 2, len(names) - 1})
-        names = [names[i] for i in picks]
-    return {name: keras.ops.convert_to_numpy(model.get_layer(name).kernel) for name in names}
+    convs = [found for found in binary_layers(model) if found.kind == "conv"]
+    if len(convs) > count:
+        convs = [convs[i] for i in sorted({0, len(convs) // 2, len(convs) - 1})]
+    return {found.name: keras.ops.convert_to_numpy(found.layer.kernel) for found in convs}
 
 
 def _all_finite(model) -> bool:
@@ -953,88 +963,41 @@ def _deployment_fields(report) -> dict:
     }
 
 
-def deploy_saved_model(model_path: Path, images: np.ndarray, flatbuffer_path: Path) -> Tuple[dict, str]:
-    """Convert a saved .keras to an LCE flatbuffer and verify it (TensorFlow backend).
+def _deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
+    """Convert the saved model.keras to model.tflite and verify it on `images`.
 
-    Converts what the user gets, the saved file, whatever strategy trained
-    it. Returns the fields of metrics.json's "deployment" and the report text.
+    Converts what the user gets, the saved file, whatever backend and
+    strategy trained it: here on TensorFlow, else in a TensorFlow-backend
+    subprocess (`keras_recu.deploy.convert_saved`) when TensorFlow and LCE are
+    installed, else not at all, with a note on how to convert later. A
+    conversion that fails is recorded too: the trained run stays whole.
+    Returns metrics.json's "deployment" and the text for summary.txt.
     """
     import keras
 
-    from keras_recu.deploy import convert, verify
+    from keras_recu import deploy
 
-    model = keras.models.load_model(model_path)
-    flatbuffer = convert(model)
-    _write_bytes(flatbuffer_path, flatbuffer)
-    report = verify(model, flatbuffer, images)
-    return _deployment_fields(report), str(report)
-
-
-def _tensorflow_deploy_available() -> bool:
-    for name in ("tensorflow", "larq_compute_engine"):
-        try:
-            if importlib.util.find_spec(name) is None:
-                return False
-        except (ImportError, ValueError):  # ValueError: blocked in sys.modules
-            return False
-    return True
-
-
-def _deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
-    """The run's deployment: here on TensorFlow, else in a TensorFlow subprocess, else a note."""
-    model_path, flatbuffer_path = out / "model.keras", out / "model.tflite"
-    if _backend() == "tensorflow":
-        return deploy_saved_model(model_path, images, flatbuffer_path)
     later = f"keras-recu convert {out} --verify"
-    if not _tensorflow_deploy_available():
+    model_path = out / "model.keras"
+    if not deploy.conversion_available():
         note = (
-            f"not converted: this run trained on {_backend()} and this machine lacks TensorFlow or "
-            f"larq-compute-engine. On a machine with both (pip install 'keras-recu[deploy]'): {later}"
+            f"not converted: this machine lacks TensorFlow or larq-compute-engine "
+            f"(pip install 'keras-recu[tensorflow,deploy]'); on one that has both: {later}"
         )
         return {"converted": False, "note": note, "convert_later": later}, note
-    return _deploy_in_subprocess(out, images)
-
-
-def _deploy_in_subprocess(out: Path, images: np.ndarray) -> Tuple[dict, str]:
-    """deploy_saved_model in a fresh TensorFlow-backend process.
-
-    A model traced by JAX or torch exports XlaCallModule or other ops that LCE
-    cannot lower; the same .keras reloaded on TensorFlow converts.
-    """
-    with tempfile.TemporaryDirectory(dir=out) as scratch:
-        inputs, result = Path(scratch) / "inputs.npy", Path(scratch) / "deployment.json"
-        np.save(inputs, images)
-        env = dict(os.environ, KERAS_BACKEND="tensorflow")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        process = subprocess.run(
-            [sys.executable, "-m", "keras_recu.app.train", "deploy", str(out), str(inputs), str(result)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if process.returncode != 0:
-            lines = process.stderr.strip().splitlines() or ["(no output)"]
-            raise RunError(
-                f"converting {out / 'model.keras'} in a TensorFlow process failed: {lines[-1]} "
-                f"(run `keras-recu convert {out} --verify` to see it all)."
-            )
-        answer = json.loads(result.read_text())
-    return answer["deployment"], answer["report"]
-
-
-def _deploy_main(argv: List[str]) -> int:
-    """`python -m keras_recu.app.train deploy RUN_DIR INPUTS.npy RESULT.json` (used by _deploy_in_subprocess)."""
-    from keras_recu.deploy import ConversionError
-
-    _, out, inputs, result = argv
-    out = Path(out)
     try:
-        deployment, report = deploy_saved_model(out / "model.keras", np.load(inputs), out / "model.tflite")
-    except ConversionError as error:
-        print(f"ConversionError: {error}".replace("\n", " "), file=sys.stderr)
-        return 1
-    Path(result).write_text(json.dumps({"deployment": deployment, "report": report}))
-    return 0
+        if keras.backend.backend() == "tensorflow":
+            model = keras.models.load_model(model_path)
+            flatbuffer = deploy.convert(model)
+            report = deploy.verify(model, flatbuffer, images)
+        else:
+            flatbuffer, report = deploy.convert_saved(model_path, inputs=images)
+    except (ValueError, RuntimeError, ImportError) as error:  # ConversionError is a ValueError
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        note = f"conversion failed ({type(error).__name__}: {first}); the trained model is in {model_path}: {later}"
+        return {"converted": False, "failed": True, "note": note, "convert_later": later}, str(error)
+    _write_bytes(out / "model.tflite", flatbuffer)
+    return _deployment_fields(report), str(report)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -1063,13 +1026,17 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
         batch_size = batch_size or saved.batch_size
     if dataset is None:
         raise ValueError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
-    model = keras.models.load_model(model_path)
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # whatever the file holds: one line, not Keras' traceback
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise ValueError(
+            f"cannot load {model_path} as a Keras model ({type(error).__name__}: {first}). Pass a run "
+            "directory or a .keras file written by model.save or keras-recu train."
+        ) from None
     _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     loss, accuracy = model.evaluate(test, verbose=0)
     return {"model": str(model_path), "dataset": info.name, "test_examples": info.test_examples,
             "test_loss": float(loss), "test_accuracy": float(accuracy)}
 
-
-if __name__ == "__main__" and sys.argv[1:2] == ["deploy"]:
-    sys.exit(_deploy_main(sys.argv[1:]))
