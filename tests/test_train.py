@@ -74,7 +74,7 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_pa
     assert second["epochs_done"] == 2
     (out / "checkpoints" / "state.json").unlink()
     (out / "history.csv").unlink()
-    (out / "checkpoints" / ".last.keras.dead.tmp.keras").write_bytes(b"PK\x03\x04 cut short")
+    (out / "checkpoints" / ".last.keras.0badf00d.tmp.keras").write_bytes(b"PK\x03\x04 cut short")
     last = run(tiny(out), resume=True)
 
     assert last["history"] == whole["history"]
@@ -88,6 +88,11 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_pa
     assert json.loads((out / "checkpoints" / "state.json").read_text())["epochs_done"] == 3
     assert not list((out / "checkpoints").glob(".*"))  # the leftover is gone
     assert json.loads((out / "config.json").read_text())["stop_after"] is None
+
+    # A kill during the final stage: --resume on the finished run does that stage again.
+    (out / "metrics.json").unlink()
+    again = run(tiny(out), resume=True)
+    assert again["history"] == last["history"] and again["test_accuracy"] == last["test_accuracy"]
 
 
 def test_the_command_resumes_with_the_saved_settings_and_this_sessions_stop(tmp_path, capsys):

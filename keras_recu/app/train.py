@@ -394,7 +394,7 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _remove_temporaries(directory: Path) -> None:
     """Delete what a killed atomic write left behind."""
-    for leftover in directory.glob(f".*{_TEMPORARY_MARK}*"):
+    for leftover in directory.glob(f".*.????????{_TEMPORARY_MARK}*"):
         leftover.unlink(missing_ok=True)
 
 
@@ -868,21 +868,21 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
                 else "no epoch finished, so there is no checkpoint"
             )
             raise TrainingDiverged(
-                f"{session.diverged}; training stopped and {kept}. Lower --learning-rate, check the data "
-                "for NaN or infinite values, or start a new run with another --seed."
+                f"{session.diverged}; training stopped and {kept}. --resume would replay the same steps: "
+                "check the data for NaN or infinite values, or start a new run (another --out) with a lower "
+                "--learning-rate."
             )
         epochs_done = len(history)
     train_seconds = time.perf_counter() - start
 
     if epochs_done < config.epochs:
-        result = {
+        return {
             "complete": False,
             "epochs_done": epochs_done,
             "config": dataclasses.asdict(config),
             "history": _history_columns(history),
             "train_seconds_this_session": round(train_seconds, 1),
         }
-        return result
     return _finish(config, model, test, info, files, history, train_seconds)
 
 
