@@ -58,7 +58,7 @@ class Budget:
 
 _SWEEP_RATES = (0.03, 0.1, 0.3, 1.0, 3.0)
 BUDGETS: Dict[str, Budget] = {
-    "smoke": Budget(1, 512, 256, 128, 1, sweep="sweep-smoke"),
+    "smoke": Budget(2, 512, 256, 128, 1, sweep="sweep-smoke"),
     "quick": Budget(3, 7000, 2000, 128, 2, sweep="sweep-quick"),
     **{f"full-e{e}": Budget(e, None, None, 256, 3, sweep="sweep-e4") for e in (10, 15, 20, 30, 50)},
     "sweep-smoke": Budget(1, 768, 256, 128, 1, validation=256, learning_rates=(0.1, 1.0)),

@@ -101,7 +101,8 @@ class RowStore:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
+    if isinstance(value, float):  # float(): numpy 2 spells its float64's repr "np.float64(...)"
+        value = float(value)
         return "nan" if math.isnan(value) else repr(value)
     return str(value)
 

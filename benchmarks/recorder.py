@@ -4,10 +4,12 @@
 CSV rows:
 
 * `timer()` (first in the callback list, so the diagnostics' end-of-epoch
-  work is outside its clock): seconds per epoch (training and validation);
-  after each epoch it projects the run's end from the mean wall time per
-  epoch so far and stops the run (`gave_up`) if that is past the deadline,
-  so a run that cannot finish frees the accelerator for the others.
+  work is outside its per-epoch clock): seconds per epoch (training and
+  validation), and the wall time from one epoch's end to the next (all of an
+  epoch's work, compilation excluded), whose median is the run's
+  `seconds_per_epoch`; from the second epoch on it projects the run's end
+  from that median and stops the run (`gave_up`) if it would end after the
+  deadline, so a run that cannot finish frees the accelerator for the others.
 * `callbacks()`: `keras_recu.diagnostics.DiagnosticsCallback` (each binary
   layer as its own quantizer sees it: dead share at the layer's tau,
   quantization error of what is binarized, entropy, binary entropy, flip
@@ -50,7 +52,8 @@ class Recorder:
         self.variant, self.reference_tau, self.epochs, self.deadline = variant, reference_tau, epochs, deadline
         self.edges = np.linspace(hist_range[0], hist_range[1], hist_bins + 1)
         self.layer_names, self.label = list(layer_names), label
-        self.epoch_seconds: List[float] = []
+        self.epoch_seconds: List[float] = []  # per epoch: training and validation
+        self.wall_seconds: List[float] = []  # epoch end to epoch end, from the second epoch on
         self.latent: Dict[str, List[float]] = {}
         self.initial: Dict[str, float] = {}
         self.histograms: List[Dict[str, Any]] = []
@@ -64,18 +67,22 @@ class Recorder:
 
         class Timer(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                self.train_start = time.time()
+                self.ends = [time.time()]
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.start = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
                 recorder.epoch_seconds.append(time.perf_counter() - self.start)
+                self.ends.append(time.time())
+                # From one epoch's end to the next: training, validation and the previous
+                # epoch's diagnostics; the first interval (compilation) is left out.
+                recorder.wall_seconds = [float(d) for d in np.diff(self.ends[1:])]
                 done, left = epoch + 1, recorder.epochs - epoch - 1
-                projected = time.time() + left * (time.time() - self.train_start) / done
-                if recorder.deadline is not None and left and projected > recorder.deadline:
-                    recorder.gave_up = True
-                    self.model.stop_training = True
+                if recorder.deadline is not None and left and recorder.wall_seconds:
+                    if time.time() + left * statistics.median(recorder.wall_seconds) > recorder.deadline:
+                        recorder.gave_up = True
+                        self.model.stop_training = True
                 if done == 1 or done % 10 == 0 or not left:
                     accuracy = (logs or {}).get("val_accuracy", _NAN)
                     print(f"[{time.strftime('%H:%M:%S')}] {recorder.label}: epoch {done}/{recorder.epochs} "
@@ -149,7 +156,7 @@ class Recorder:
                                                      "entropy_standardized")}
         flips = [r["flip_ratio"] for r in rows if not math.isnan(r.get("flip_ratio", _NAN))]
         out["flip_ratio_mean"] = _mean(flips)
-        out["seconds_per_epoch"] = round(statistics.median(self.epoch_seconds), 3)
+        out["seconds_per_epoch"] = round(statistics.median(self.wall_seconds or self.epoch_seconds), 3)
         return {**out, **self.initial}
 
     @staticmethod

@@ -88,10 +88,11 @@ def test_row_store_appends_reads_and_refuses_other_columns(tmp_path):
     store.append([{"variant": "recu", "seed": 0, "value": 0.5}, {"variant": "ste", "seed": 0}])
     with open(store.path, "a") as file:
         file.write("recu,1\n")  # a damaged line, as a writer killed mid-row would leave
-    store.append([{"variant": "recu", "seed": 2, "value": float("nan")}])
+    store.append([{"variant": "recu", "seed": 2, "value": float("nan")},
+                  {"variant": "recu", "seed": 3, "value": np.float64(0.25)}])
     rows = store.rows()
     assert [(r["variant"], r["seed"], r["value"]) for r in rows] == [
-        ("recu", "0", "0.5"), ("ste", "0", ""), ("recu", "2", "nan")]
+        ("recu", "0", "0.5"), ("ste", "0", ""), ("recu", "2", "nan"), ("recu", "3", "0.25")]
     with pytest.raises(ValueError, match="does not have"):
         store.append([{"variant": "recu", "other": 1}])
     with pytest.raises(ValueError, match="other columns"):
@@ -232,6 +233,31 @@ def test_variants_build_the_named_kernels_from_the_same_initial_weights():
             assert quantizer.tau == pytest.approx(0.99)
     for name, kernel in kernels.items():
         np.testing.assert_array_equal(kernel, kernels["recu"], err_msg=name)
+
+
+def test_recorder_timer_measures_epochs_and_gives_up_before_the_deadline(capsys):
+    import time
+    import types
+
+    from recorder import Recorder
+
+    recorder = Recorder(ablation.VARIANTS["recu"], 0.85, epochs=5, deadline=time.time() + 0.25,
+                        hist_range=(-1, 1), hist_bins=4, layer_names=[], label="fake")
+    timer, model = recorder.timer(), types.SimpleNamespace(stop_training=False)
+    timer.set_model(model)
+    timer.on_train_begin()
+    for epoch in range(2):
+        timer.on_epoch_begin(epoch)
+        time.sleep(0.3 if epoch == 0 else 0.1)  # the first epoch compiles
+        timer.on_epoch_end(epoch, {"val_accuracy": 0.5})
+        # after epoch 1 nothing is judged; after epoch 2: 3 epochs x ~0.1 s left, past the deadline
+        assert recorder.gave_up == model.stop_training == (epoch == 1)
+    assert len(recorder.epoch_seconds) == 2 and len(recorder.wall_seconds) == 1
+    assert 0.09 < recorder.wall_seconds[0] < 0.25  # the compiling first epoch is not in it
+    rows = [{"flip_ratio": 0.1}, {"flip_ratio": 0.3}]
+    assert recorder.final(rows)["seconds_per_epoch"] == round(recorder.wall_seconds[0], 3)
+    assert recorder.final(rows)["flip_ratio_mean"] == pytest.approx(0.2)
+    assert "fake: epoch 1/5 val acc 50.00%" in capsys.readouterr().out
 
 
 def test_report_tables_against_hand_computed_numbers(tmp_path):
