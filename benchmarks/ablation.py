@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from campaign import RowStore, Task, exit_on_sigterm, number, python_command, run_pool  # noqa: E402
+from campaign import GAVE_UP, RowStore, Task, exit_on_sigterm, number, python_command, run_pool  # noqa: E402
 
 RESULTS = HERE / "results"
 TAU_MIN, TAU_MAX, REFERENCE_TAU = 0.85, 0.99, 0.85
@@ -178,7 +178,7 @@ def _sweep_split(train, info, validation: int, batch_size: int, seed: int):
 
 
 def run_one(args: argparse.Namespace) -> int:
-    """Train one (variant, seed[, learning rate]) and append its rows; 3 if it gave up at the deadline."""
+    """Train one (variant, seed[, learning rate]) and append its rows; GAVE_UP if it would miss the deadline."""
     import harness
 
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
@@ -210,7 +210,7 @@ def run_one(args: argparse.Namespace) -> int:
                         callbacks=[recorder.timer(), *callbacks, *recorder.callbacks()])
     if recorder.gave_up:
         print(f"[{harness.now()}] gave up {recorder.label}: it would not finish by the deadline", flush=True)
-        return 3
+        return GAVE_UP
     run_id = f"{args.variant}-s{args.seed}-lr{args.learning_rate:g}-{int(started)}-{os.getpid()}"
     common = {"run_id": run_id, "variant": args.variant, "seed": args.seed}
     epochs = recorder.epoch_rows(history.history)
@@ -322,7 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"[{harness.now()}] budget {args.budget}: {len(tasks)} runs to do, {args.parallel} at once", flush=True)
     outcomes = run_pool(tasks, args.parallel, args.deadline_at, args.estimate,
                         log=lambda line: print(f"[{harness.now()}] {line}", flush=True))
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "failed", "abandoned", "not started")}
+    counts = {s: sum(o.status == s for o in outcomes)
+              for s in ("done", "failed", "gave up", "abandoned", "not started")}
     print(f"[{harness.now()}] budget {args.budget}: {counts}", flush=True)
     return 1 if counts["failed"] else 0
 

@@ -123,10 +123,14 @@ class Task:
     command: List[str]
 
 
+#: Exit status of a task that stopped itself because it would not finish by the deadline.
+GAVE_UP = 3
+
+
 @dataclasses.dataclass
 class Outcome:
     key: tuple
-    status: str  # "done", "failed", "abandoned" (killed at the deadline), "not started"
+    status: str  # "done", "failed", "gave up" (GAVE_UP), "abandoned" (killed at the deadline), "not started"
     seconds: float = 0.0
     returncode: Optional[int] = None
 
@@ -176,7 +180,7 @@ def run_pool(
                     continue
                 seconds = time.time() - start
                 del running[key]
-                status = "done" if code == 0 else "failed"
+                status = "done" if code == 0 else "gave up" if code == GAVE_UP else "failed"
                 if status == "done":
                     durations.append(seconds)
                 outcomes.append(Outcome(key, status, round(seconds, 1), code))

@@ -115,8 +115,9 @@ def test_run_pool_statuses_and_deadline(tmp_path):
     def task(key, code):
         return Task((key,), [sys.executable, "-c", code])
 
-    outcomes = run_pool([task("ok", "pass"), task("bad", "raise SystemExit(2)")], parallel=2, log=lambda _: None)
-    assert {o.key[0]: o.status for o in outcomes} == {"ok": "done", "bad": "failed"}
+    outcomes = run_pool([task("ok", "pass"), task("bad", "raise SystemExit(2)"), task("late", "raise SystemExit(3)")],
+                        parallel=2, log=lambda _: None)
+    assert {o.key[0]: o.status for o in outcomes} == {"ok": "done", "bad": "failed", "late": "gave up"}
     start = __import__("time").time()
     outcomes = run_pool([task("slow", "import time; time.sleep(60)"), task("next", "pass")], parallel=1,
                         deadline=start + 1.5, log=lambda _: None, poll_s=0.1)
