@@ -37,9 +37,11 @@ from campaign import number
 PAIRS = (("recu", "standardize_only"), ("recu", "clamp_fixed"), ("standardize_only", "ste"),
          ("recu", "full_precision"), ("recu_constraint", "recu"), ("clamp_fixed", "standardize_only"),
          ("tau_fixed_0.94", "clamp_fixed"), ("tau_fixed_0.99", "clamp_fixed"), ("recu", "tau_fixed_0.94"))
-FINAL = (("dead_share", "dead share % (own tau)", ".2f", 100), ("dead_share_085", "dead share % (tau 0.85)", ".2f", 100),
+FINAL = (("dead_share", "dead share % (own tau)", ".2f", 100),
+         ("dead_share_085", "dead share % (tau 0.85)", ".2f", 100),
          ("quant_error", "quant. error", ".3f", 1), ("latent_quant_error", "latent quant. error", ".3f", 1),
-         ("entropy_standardized", "entropy (nats, std.)", ".3f", 1), ("flip_ratio_mean", "flip ratio %/epoch", ".2f", 100),
+         ("entropy_standardized", "entropy (nats, std.)", ".3f", 1),
+         ("flip_ratio_mean", "flip ratio %/epoch", ".2f", 100),
          ("dead_share_085_init", "dead share % at init (0.85)", ".2f", 100), ("seconds_per_epoch", "s/epoch", ".1f", 1))
 CURVES = (("val_accuracy", "test accuracy"), ("dead_share", "dead share (own tau)"),
           ("dead_share_085", "dead share (tau 0.85)"), ("quant_error", "quant. error (binarized)"),

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
-from ablation import BUDGETS, VARIANTS, stores  # noqa: E402
+from ablation import VARIANTS, stores  # noqa: E402
 from campaign import kill_groups, number  # noqa: E402
 
 #: (epochs, runs at once) in order of preference: 50 epochs first (issue 10), then all six variants.
@@ -107,6 +107,12 @@ def main() -> int:
                                                                               "--seconds", 25, "--ready-timeout", 100]
     call([BENCH / "train_step.py", "engines", "--engines", engines, *steps, "--json", out / "train_step.json"],
          min(150, left() / 4))
+
+    platform = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"],
+                              capture_output=True, text=True).stdout.strip()
+    if platform != "gpu" and not args.smoke:
+        log(f"ERROR: JAX computes on {platform or 'nothing'}, not a GPU: no campaign (see the preflight line)")
+        return 1
 
     # (b) the ste sweep, then the budget that fits
     sweep, parallel = ("sweep-smoke", 2) if args.smoke else ("sweep-e4", 15)
