@@ -19,6 +19,7 @@ import pytest
 from keras_recu.app import cli, data
 from keras_recu.app.train import (
     RESUMABLE,
+    ConfigError,
     RunError,
     TrainConfig,
     TrainingDiverged,
@@ -170,7 +171,7 @@ def test_resume_refuses_conflicting_settings_and_lists_each(tmp_path):
     assert RESUMABLE == ("out", "verbose", "stop_after", "download")
 
     # Validated after the merge: against the run's 3 epochs, not the default 600.
-    with pytest.raises(ValueError, match=r"`stop_after` must be in \[1, epochs=3\], got 9"):
+    with pytest.raises(ConfigError, match=r"`stop_after` must be in \[1, epochs=3\], got 9"):
         run(tiny(out, stop_after=9), resume=True)
 
     (out / "config.json").write_text(json.dumps({**vars(tiny(out)), "learning_rte": 0.1}))
@@ -207,7 +208,7 @@ def test_a_run_directory_is_never_overwritten(tmp_path):
     ],
 )
 def test_invalid_settings_are_refused_before_anything_runs(tmp_path, setting, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         run(tiny(tmp_path / "run", **{setting: value}))
     assert not (tmp_path / "run").exists()
 
@@ -218,7 +219,7 @@ def test_strategies_name_the_backend_they_need(tmp_path):
     )
     for strategy in others:
         needs = "JAX backend only" if strategy == "data-parallel" else "TensorFlow backend only"
-        with pytest.raises(ValueError, match=f"--strategy {strategy} .*{needs}; this process runs Keras on {BACKEND}"):
+        with pytest.raises(ConfigError, match=f"--strategy {strategy} .*{needs}; this process runs Keras on {BACKEND}"):
             tiny(tmp_path, strategy=strategy).validate()
 
 

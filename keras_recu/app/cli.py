@@ -136,8 +136,19 @@ def _train_parser(commands) -> None:
                        help="continue the run in --out; only --verbose, --stop-after and --no-download may change")
 
 
+def _user_errors() -> tuple:
+    """What the job raises for a user's mistake or a missing input: printed as one line, exit status 2.
+
+    Anything else is a bug, and keeps its traceback.
+    """
+    from keras_recu.app.data import CorruptDataError, DataUnavailableError
+    from keras_recu.app.train import ConfigError, RunError
+
+    return (UsageError, RunError, ConfigError, DataUnavailableError, CorruptDataError, OSError)
+
+
 def run_train(args) -> int:
-    from keras_recu.app.train import RunError, TrainConfig, TrainingDiverged, run
+    from keras_recu.app.train import TrainConfig, TrainingDiverged, run
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     given = {key: value for key, value in vars(args).items() if key in fields}
@@ -157,10 +168,7 @@ def run_train(args) -> int:
         print(f"\nkeras-recu train: interrupted; `keras-recu train --out {out} --resume` continues from the "
               "last checkpoint.", file=sys.stderr)
         return 130
-    except (RunError, ValueError, TypeError, RuntimeError, OSError) as error:
-        # ValueError and TypeError: a setting (the message names it) or a
-        # damaged data file; RuntimeError: data not available; OSError: the
-        # file system refused.
+    except _user_errors() as error:
         print(f"keras-recu train: {error}", file=sys.stderr)
         return 2
     return _report_train(out.resolve(), metrics)
@@ -228,12 +236,12 @@ def _load_model(path: Path):
 
 
 def run_evaluate(args) -> int:
-    from keras_recu.app.train import RunError, evaluate
+    from keras_recu.app.train import evaluate
 
     try:
         _model_path(args.model, "evaluate")
         result = evaluate(str(args.model), args.dataset, args.data_dir)
-    except (UsageError, RunError, ValueError, RuntimeError, OSError) as error:
+    except _user_errors() as error:
         print(f"keras-recu evaluate: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
@@ -339,6 +347,8 @@ def run_convert(args, argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from keras_recu.app.data import DATASETS
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(prog="keras-recu", description="ReCU binary neural networks: train, convert, verify.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -346,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run or a .keras file")
     evaluate.add_argument("model", type=Path, help="a run directory or a .keras file")
-    evaluate.add_argument("--dataset", default=None, help="defaults to the run's data set")
+    evaluate.add_argument("--dataset", default=None, choices=DATASETS, help="defaults to the run's data set")
     evaluate.add_argument("--data-dir", default=None)
 
     convert = commands.add_parser("convert", help="convert a run or a .keras model to an LCE flatbuffer")

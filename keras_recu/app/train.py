@@ -69,6 +69,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 __all__ = [
+    "ConfigError",
     "RESUMABLE",
     "RunError",
     "STRATEGIES",
@@ -99,6 +100,10 @@ _TEMPORARY_MARK = ".tmp"
 
 class RunError(Exception):
     """The job cannot go on as asked; the message says why and what to do."""
+
+
+class ConfigError(ValueError):
+    """A setting of the job is invalid; the message names it and the allowed values."""
 
 
 class TrainingDiverged(RunError):
@@ -174,7 +179,13 @@ class TrainConfig:
         return dataclasses.replace(cls.from_file(path), **{**session, **given})
 
     def validate(self) -> None:
-        """Raise ValueError naming the setting, the value and the allowed values."""
+        """Raise ConfigError (a ValueError) naming the setting, the value and the allowed values."""
+        try:
+            self._validate()
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+
+    def _validate(self) -> None:
         from keras_recu import models
         from keras_recu import ops as recu_ops
         from keras_recu.app.data import DATASETS
@@ -760,7 +771,7 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
     and leaves the final stage to the session that finishes the run.
 
     Raises:
-        ValueError: a setting is invalid (the message names it).
+        ConfigError: a setting is invalid (the message names it).
         RunError: the run directory or the flags do not allow the run.
         TrainingDiverged: the loss or a weight became non-finite; the last
             good checkpoint is kept.
@@ -1025,12 +1036,12 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
                         download=saved.download)
         batch_size = batch_size or saved.batch_size
     if dataset is None:
-        raise ValueError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
+        raise RunError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:  # whatever the file holds: one line, not Keras' traceback
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        raise ValueError(
+        raise RunError(
             f"cannot load {model_path} as a Keras model ({type(error).__name__}: {first}). Pass a run "
             "directory or a .keras file written by model.save or keras-recu train."
         ) from None
