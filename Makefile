@@ -43,24 +43,16 @@ demo: $(VENV)/.installed-demo
 	rm -rf runs/demo
 	$(VENV)/bin/keras-recu train $(DEMO_FLAGS) --out runs/demo
 
-# The suite on three Keras backends, two pytest workers each. On TensorFlow,
-# everything. On JAX and torch, what is not marked tf_only (conftest.py makes
-# TensorFlow unimportable there, as on a machine without it), less the
-# application's end-to-end tests, which train through the same core.
+# The suite on three Keras backends: on TensorFlow everything, on JAX and torch
+# all that is not marked tf_only (conftest.py makes TensorFlow unimportable
+# there, as on a machine without it). Two pytest workers, each given whole
+# files so that built models and compiled functions are reused within a file.
+# PYTEST_ARGS adds options, e.g. `make test PYTEST_ARGS="--durations=25"`.
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile
 PYTEST_ARGS ?=
-APP_TESTS := tests/test_train.py tests/test_examples_and_cli.py tests/test_cli_subprocess.py \
-	tests/test_run_dir.py tests/test_benchmarks.py
-CORE_ONLY := $(addprefix --ignore=,$(APP_TESTS))
 
-test-tensorflow: $(VENV)/.installed-test
-	KERAS_BACKEND=tensorflow $(PYTEST) $(PYTEST_ARGS)
-
-test-jax: $(VENV)/.installed-test
-	KERAS_BACKEND=jax $(PYTEST) $(CORE_ONLY) $(PYTEST_ARGS)
-
-test-torch: $(VENV)/.installed-test
-	KERAS_BACKEND=torch $(PYTEST) $(CORE_ONLY) $(PYTEST_ARGS)
+test-tensorflow test-jax test-torch: test-%: $(VENV)/.installed-test
+	KERAS_BACKEND=$* $(PYTEST) $(PYTEST_ARGS)
 
 # All three passes run whatever the others give; the target fails if any failed.
 test: $(VENV)/.installed-test
