@@ -6,6 +6,7 @@ import pytest
 
 from keras_recu.callbacks import TauScheduler
 from keras_recu.constraints import ReCUClamp
+from keras_recu.inspection import tau_holders
 from keras_recu.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
 from keras_recu.quantizers import ReCUInputSign, ReCUSign, SteSign
 from tests.gradients import to_numpy
@@ -68,15 +69,10 @@ def test_saved_model_reloads_with_identical_outputs_and_tau(tmp_path, rng):
 
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     np.testing.assert_array_equal(to_numpy(loaded(x, training=True)), to_numpy(model(x, training=True)))
-    taus = [h.tau for h in _tau_holders(model)]
-    assert len(taus) == 5 and [h.tau for h in _tau_holders(loaded)] == pytest.approx(taus)
+    taus = [h.tau for h in tau_holders(model)]
+    assert len(taus) == 5 and [h.tau for h in tau_holders(loaded)] == pytest.approx(taus)
     assert taus[0] == pytest.approx(0.7 + (0.25 / (np.e - 1)) * (np.exp(0.5) - 1))
     # Training goes on from the loaded state, schedule included.
     loaded.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[TauScheduler(0.7, 0.95)])
     assert np.isfinite(loaded.predict(x, verbose=0)).all()
 
-
-def _tau_holders(model):
-    from keras_recu._tau import find_tau_holders
-
-    return find_tau_holders(model)
