@@ -804,17 +804,6 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
             f"note: this run trained on the {trained_on} backend and continues on {_backend()}; "
             "it will not be bit-identical to an uninterrupted run on one backend."
         )
-    if target == out:
-        for directory in (out, out / "checkpoints"):
-            if directory.exists():
-                _remove_temporaries(directory)
-        _write_json(out / "config.json", dataclasses.asdict(config))
-        if epochs_done:
-            # A kill may fall between the checkpoint and the files written
-            # after it: they are rebuilt from the checkpoint's own record.
-            _write_json(files.state, {"format": RECORD_FORMAT, "epochs_done": epochs_done,
-                                      "history": history, "backend": trained_on})
-            _write_text(out / "history.csv", _history_csv(history))
     last_epoch = config.stop_after or config.epochs
 
     keras.utils.set_random_seed(config.seed)
@@ -846,6 +835,18 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
                     f"{steps_per_epoch} steps were recorded: the data set changed since the run began "
                     "(another --data-dir or version of the files?). Restore the data, or start a new run."
                 )
+    # Written once the data and the model are there: a run that cannot start leaves no files.
+    if target == out:
+        for directory in (out, out / "checkpoints"):
+            if directory.exists():
+                _remove_temporaries(directory)
+        _write_json(out / "config.json", dataclasses.asdict(config))
+        if epochs_done:
+            # A kill may fall between the checkpoint and the files written
+            # after it: they are rebuilt from the checkpoint's own record.
+            _write_json(files.state, {"format": RECORD_FORMAT, "epochs_done": epochs_done,
+                                      "history": history, "backend": trained_on})
+            _write_text(out / "history.csv", _history_csv(history))
     initial_path = target / "initial_kernels.npz"
     if not epochs_done:
         kernels = _binary_kernels(model)
