@@ -292,9 +292,10 @@ print("RESULT " + json.dumps(dict(codes=codes, devices=list(devices), weights=we
 
 @pytest.mark.skipif(BACKEND != "jax", reason="a JAX subprocess of its own: runs once, in the JAX session of the suite")
 def test_data_parallel_on_two_jax_devices_without_tensorflow(tmp_path):
-    """keras.distribution.DataParallel over two CPU devices matches one device closely.
+    """keras.distribution.DataParallel over two CPU devices matches one device up to rounding.
 
-    Not bit-equal: the gradient is summed in two halves, then across them.
+    Not bit-equal: the gradient is summed in two halves, then across them
+    (measured 3e-7 relative L2; the bound leaves room for a flipped sign).
     """
     env = environment(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     result = python(["-c", DATA_PARALLEL.format(root=str(ROOT)), str(tmp_path), "--model", TINY, "--epochs", "2",
@@ -304,7 +305,7 @@ def test_data_parallel_on_two_jax_devices_without_tensorflow(tmp_path):
     assert answer["codes"] == {"single": 0, "parallel": 0, "odd": 2} and answer["devices"] == [2]
     assert "does not divide by 2" in result.stderr
     single, parallel = (np.array(answer["weights"][k]) for k in ("single", "parallel"))
-    assert np.linalg.norm(parallel - single) / np.linalg.norm(single) < 0.02
+    assert np.linalg.norm(parallel - single) / np.linalg.norm(single) < 1e-3
     report = (tmp_path / "parallel" / "report.md").read_text()
     assert f"keras-recu convert {tmp_path / 'parallel'} --verify" in report  # no TensorFlow: convert later
     assert not (tmp_path / "parallel" / "model.tflite").exists()
