@@ -46,6 +46,10 @@ def binary_layer_names(model) -> List[str]:
     return [found.name for found in inspection.binary_layers(model) if found.binary_kernel]
 
 
+#: Epoch-to-epoch intervals a run measures before it may give up.
+GIVE_UP_AFTER = 3
+
+
 class Recorder:
     def __init__(self, variant, reference_tau: float, epochs: int, deadline: Optional[float],
                  hist_range, hist_bins: int, layer_names: Sequence[str], label: str) -> None:
@@ -79,8 +83,12 @@ class Recorder:
                 # epoch's diagnostics; the first interval (compilation) is left out.
                 recorder.wall_seconds = [float(d) for d in np.diff(self.ends[1:])]
                 done, left = epoch + 1, recorder.epochs - epoch - 1
-                if recorder.deadline is not None and left and recorder.wall_seconds:
-                    if time.time() + left * statistics.median(recorder.wall_seconds) > recorder.deadline:
+                # Judged on the last GIVE_UP_AFTER intervals only: on the GPU session the
+                # first ones ran while 14 other processes compiled, and a projection from
+                # them gave up runs that would have finished (benchmarks/results, 2026-11-28).
+                recent = recorder.wall_seconds[-GIVE_UP_AFTER:]
+                if recorder.deadline is not None and left and len(recent) == GIVE_UP_AFTER:
+                    if time.time() + left * statistics.median(recent) > recorder.deadline:
                         recorder.gave_up = True
                         self.model.stop_training = True
                 if done == 1 or done % 10 == 0 or not left:
