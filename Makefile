@@ -16,14 +16,13 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # One stamp per set of extras; each is redone when the metadata or the pins change.
 STAMP_DEPS := setup.cfg pyproject.toml constraints.txt
 
-$(VENV)/.created:
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
-	touch $@
 
-$(VENV)/.installed-demo: $(VENV)/.created $(STAMP_DEPS)
+$(VENV)/.installed-demo: $(PY) $(STAMP_DEPS)
 	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	$(PIP_INSTALL) pip
 	$(PIP_INSTALL) -e ".[tensorflow,deploy,train]"
 	touch $@
 
