@@ -244,7 +244,18 @@ def recu_threshold(w, tau, per_channel: bool = False):
 
 def rectified_clamp(w, threshold):
     """ReCU(w) = max(min(w, Q), -Q); the gradient passes where -Q <= w <= Q."""
-    return ops.clip(w, -threshold, threshold)
+    return pass_gradient_within(w, -threshold, threshold)
+
+
+def pass_gradient_within(x, low, high):
+    """`clip(x, low, high)` whose gradient is 1 on the closed range `[low, high]`, 0 outside.
+
+    PyTorch's `clamp` (the reference) and larq's `ste_sign` pass the gradient
+    at the bounds too; `keras.ops.clip` on JAX splits it 0.5 / 0.5 there, as
+    `jnp.clip`'s min/max do.
+    """
+    inside = ops.logical_and(ops.greater_equal(x, low), ops.less_equal(x, high))
+    return ops.where(inside, x, ops.stop_gradient(ops.clip(x, low, high)))
 
 
 @ops.custom_gradient

@@ -219,7 +219,7 @@ class SteSign(_Quantizer):
             binary = recu_ops.sign(inputs)
         else:
             # Straight through inside the clip range: the clip's own gradient.
-            binary = recu_ops.sign(ops.clip(inputs, -self.clip_value, self.clip_value))
+            binary = recu_ops.sign(recu_ops.pass_gradient_within(inputs, -self.clip_value, self.clip_value))
         return recu_ops.with_nonfinite(binary, inputs) if training else binary
 
     def get_config(self) -> dict:
