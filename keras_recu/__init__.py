@@ -16,11 +16,15 @@ per concept:
 * `keras_recu.optimizers`: `L2SGD`, SGD with PyTorch's coupled weight decay;
 * `keras_recu.diagnostics`: what ReCU does to the weights;
 * `keras_recu.profile`: `summary`, larq's summary table for Keras 3 models
-  (also as `keras_recu.summary`).
+  (also as `keras_recu.summary`);
+* `keras_recu.inspection`: finds the binary layers, quantizers and tau
+  holders of a model (`keras_recu._compat` holds the few private Keras
+  attributes that needs).
 
 Above it, each needing TensorFlow:
 
-* `keras_recu.deploy`: `convert` and `verify` with larq-compute-engine;
+* `keras_recu.deploy`: `convert`, `verify` and `convert_saved` with
+  larq-compute-engine;
 * `keras_recu.larq`: the same method for larq's layers under tf-keras;
 * `keras_recu.app`: data pipelines, the training job, its report, the CLI.
 
@@ -37,7 +41,7 @@ import sys
 __version__ = "0.1.0"
 
 _CORE = ("ops", "quantizers", "constraints", "callbacks", "layers", "models",
-         "optimizers", "diagnostics", "profile")
+         "optimizers", "diagnostics", "profile", "inspection")
 _SUBMODULES = (*_CORE, "app", "deploy", "larq")
 
 __all__ = [*_SUBMODULES, "summary", "__version__"]
