@@ -73,6 +73,11 @@ def _arrange_tf_keras() -> None:
 
 
 _arrange_tf_keras()
+if os.path.basename(sys.argv[0] or "") == "keras-recu":
+    # The command's own messages are one line each; TensorFlow's start-up INFO
+    # lines, printed when Keras imports it (before keras_recu.app.cli runs),
+    # would bury them. A library import leaves the user's logging alone.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _name in ("quantizers", "constraints", "layers", "models", "optimizers"):
     # These define every serializable object of the core.
     importlib.import_module(f"keras_recu.{_name}")
