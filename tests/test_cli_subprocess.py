@@ -290,7 +290,7 @@ print("RESULT " + json.dumps(dict(codes=codes, devices=list(devices), weights=we
 """
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="a JAX subprocess of its own: runs once, in the JAX session of the suite")
+@pytest.mark.jax_only  # a JAX subprocess of its own: runs once, in the JAX pass of the suite
 def test_data_parallel_on_two_jax_devices_without_tensorflow(tmp_path):
     """keras.distribution.DataParallel over two CPU devices matches one device up to rounding.
 
