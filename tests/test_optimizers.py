@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from keras_recu.optimizers import L2SGD
+from keras_recu.optimizers import L2Adam, L2SGD
 from tests.gradients import to_numpy
 
 
@@ -33,3 +33,83 @@ def test_refuses_decoupled_decay_and_round_trips():
         L2SGD(l2=-1.0)
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(L2SGD(0.1, 0.9, l2=1e-4)))
     assert isinstance(clone, L2SGD) and clone.l2 == 1e-4
+
+
+def _named_variables(rng):
+    """Variables whose paths follow the ImageNet builders' names: decayed and not decayed by ("conv", "fc")."""
+    names = ["layer1_0_conv1", "layer1_0_bn1", "fc", "layer1_0_downsample_0"]
+    values = [rng.normal(size=(4, 3)).astype("float32") for _ in names]
+    variables = []
+    for name, value in zip(names, values):
+        with keras.name_scope(name):
+            variables.append(keras.Variable(value, name="kernel"))
+    return names, values, variables
+
+
+def _torch_groups(names, values, decay_names, weight_decay):
+    decayed = [torch.nn.Parameter(torch.tensor(v)) for n, v in zip(names, values) if n in decay_names]
+    kept = [torch.nn.Parameter(torch.tensor(v)) for n, v in zip(names, values) if n not in decay_names]
+    groups = [{"params": decayed}, {"params": kept, "weight_decay": 0.0}]
+    return groups, {**dict(zip([n for n in names if n in decay_names], decayed)),
+                    **dict(zip([n for n in names if n not in decay_names], kept))}
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_decays_only_matching_paths_like_the_authors_parameter_groups(rng, kind):
+    """The authors' ImageNet rule: two torch parameter groups, weight decay only on names with "conv" or "fc"."""
+    names, values, variables = _named_variables(rng)
+    assert [v.path for v in variables] == [f"{n}/kernel" for n in names]
+    grads = [[rng.normal(size=(4, 3)).astype("float32") for _ in names] for _ in range(5)]
+    if kind == "sgd":
+        optimizer = L2SGD(learning_rate=0.1, momentum=0.9, l2=0.05, l2_paths=("conv", "fc"))
+    else:
+        optimizer = L2Adam(learning_rate=0.01, l2=0.05, l2_paths=("conv", "fc"))
+    for step in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), v) for g, v in zip(step, variables)])
+
+    groups, parameters = _torch_groups(names, values, {"layer1_0_conv1", "fc"}, 0.05)
+    if kind == "sgd":
+        reference = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=0.05)
+    else:
+        reference = torch.optim.Adam(groups, lr=0.01, weight_decay=0.05)
+    for step in grads:
+        for name, g in zip(names, step):
+            parameters[name].grad = torch.tensor(g)
+        reference.step()
+    for name, variable in zip(names, variables):
+        np.testing.assert_allclose(to_numpy(variable), parameters[name].detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert [optimizer.decays(v) for v in variables] == [True, False, True, False]
+
+
+def test_adam_matches_torch_adam_with_coupled_decay(rng):
+    w0 = rng.normal(size=(6,)).astype("float32")
+    grads = [rng.normal(size=(6,)).astype("float32") for _ in range(6)]
+    variable = keras.Variable(w0)
+    optimizer = L2Adam(learning_rate=0.01, l2=0.1, beta_1=0.8, beta_2=0.99)
+    for g in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
+
+    # The same update written out: PyTorch's Adam with the decay added to the gradient.
+    w, m, v = w0.astype("float64"), 0.0, 0.0
+    for t, g in enumerate(grads, start=1):
+        g = g + 0.1 * w
+        m = 0.8 * m + 0.2 * g
+        v = 0.99 * v + 0.01 * g * g
+        w = w - 0.01 * (m / (1 - 0.8**t)) / (np.sqrt(v / (1 - 0.99**t)) + 1e-8)
+    np.testing.assert_allclose(to_numpy(variable), w, rtol=1e-5, atol=1e-6)
+
+
+def test_l2_paths_round_trip_and_bad_values():
+    for optimizer in (L2SGD(0.1, 0.9, l2=1e-4, l2_paths=["conv", "fc"]), L2Adam(1e-3, l2=1e-4, l2_paths=("conv",))):
+        clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+        assert type(clone) is type(optimizer)
+        assert clone.l2 == optimizer.l2 and clone.l2_paths == tuple(optimizer.l2_paths)
+    assert keras.optimizers.deserialize(keras.optimizers.serialize(L2Adam())).l2_paths is None
+    with pytest.raises(TypeError, match="l2_paths"):
+        L2SGD(l2_paths="conv")
+    with pytest.raises(TypeError, match="l2_paths"):
+        L2Adam(l2_paths=["conv", ""])
+    with pytest.raises(ValueError, match="Pass l2"):
+        L2Adam(weight_decay=1e-4)
+    with pytest.raises(ValueError, match="beta_1"):
+        L2Adam(beta_1=1.0)
