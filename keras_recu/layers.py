@@ -40,7 +40,7 @@ from keras_recu import ops as recu_ops
 from keras_recu import quantizers
 from keras_recu._tau import HasTau
 
-__all__ = ["QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "ReCUConv2D"]
+__all__ = ["LearnableBias", "QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "ReCUConv2D"]
 
 
 def _quantize(quantizer, x):
@@ -82,11 +82,23 @@ class QuantizerSlots:
 
 
 class _QuantConvBase:
-    """What the quantized convolutions share: larq's `pad_values`, bias and activation.
+    """What the quantized convolutions share: padding, bias and activation.
 
     Binary activations are +-1, so zero padding is a third value; LCE can
     execute padding with +1 natively. With `pad_values != 0` and
     `padding="same"`, the input is padded explicitly and convolved "valid".
+
+    `torch_padding=True` pads as PyTorch's `padding=kernel_size // 2` does:
+    the same amount on both sides. Keras' "same" gives the same output size
+    but, where the total padding is odd (a 3x3 stride-2 conv on an even
+    size), puts the extra pixel at the bottom/right, where PyTorch's only
+    used pad is at the top/left: a one-pixel shift of the sampling grid.
+    The layer then computes `flip(conv_same(flip(x), flip(kernel)))`, with
+    the flips along the axes whose padding differs. Reversing an axis
+    moves "same"'s bottom/right pad to the top/left, so the result is
+    PyTorch's exactly, zeros in the binarized input included, and the conv
+    stays one "same" conv: LCE still lowers it to `LceBconv2d` (zero padding
+    corrected inside the kernel), with the flips as REVERSE_V2 ops around it.
     """
 
     def _channel_vector(self, vector):
@@ -104,15 +116,62 @@ class _QuantConvBase:
         return outputs
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "pad_values": self.pad_values}
+        return {**super().get_config(), "pad_values": self.pad_values, "torch_padding": self.torch_padding}
 
-    def _init_padding(self, pad_values: float) -> None:
+    def _init_padding(self, pad_values: float, torch_padding: bool) -> None:
         self.pad_values = float(pad_values)
         if self.pad_values != 0.0 and self.padding != "same":
             raise ValueError(
                 f"`pad_values={pad_values}` only applies with padding='same', "
                 f"got padding={self.padding!r}."
             )
+        self.torch_padding = recu_ops.validate_bool(torch_padding, "torch_padding")
+        if not self.torch_padding:
+            return
+        if self.padding != "same":
+            raise ValueError(
+                "`torch_padding=True` reproduces PyTorch's padding=kernel_size // 2, whose output "
+                f"size is that of padding='same'; pass padding='same', got padding={self.padding!r}."
+            )
+        if any(kernel % 2 == 0 for kernel in self.kernel_size) or any(
+            dilation != 1 for dilation in self.dilation_rate
+        ):
+            raise ValueError(
+                "`torch_padding=True` needs an odd kernel size and dilation 1 (PyTorch's "
+                f"padding=kernel_size // 2 is not 'same' otherwise); got kernel_size="
+                f"{self.kernel_size}, dilation_rate={self.dilation_rate}."
+            )
+
+    def _spatial_axes(self) -> Tuple[int, int]:
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def _torch_flip_axes(self, inputs) -> Tuple[int, ...]:
+        """The spatial axes to reverse so that "same" pads as PyTorch (see the class doc)."""
+        if not self.torch_padding:
+            return ()
+        axes = self._spatial_axes()
+        flips = []
+        for axis, kernel, stride in zip(axes, self.kernel_size, self.strides):
+            size = inputs.shape[axis]
+            if size is None:
+                raise ValueError(
+                    f"{type(self).__name__} with torch_padding=True needs static spatial input "
+                    f"dimensions, got {tuple(inputs.shape)}."
+                )
+            torch_pad = kernel // 2
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+            if total // 2 == torch_pad:  # "same" already pads like PyTorch
+                continue
+            if total - total // 2 == torch_pad:  # mirrored, it does
+                flips.append(axis)
+                continue
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: PyTorch's padding {torch_pad} with kernel "
+                f"{kernel} and stride {stride} on size {size} skips input pixels that "
+                "padding='same' uses, so torch_padding=True cannot reproduce it. Use a size "
+                "that the stride divides, or torch_padding=False."
+            )
+        return tuple(flips)
 
     def _explicit_padding(self, inputs):
         if self.pad_values == 0.0 or self.padding != "same":
@@ -144,6 +203,9 @@ class QuantConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Conv2D):
         input_quantizer: applied to the input (e.g. `ReCUInputSign()`).
         kernel_quantizer: applied to the latent kernel (e.g. `ReCUSign()`).
         pad_values: constant for padding="same" (0 or, for LCE's one-padding, 1).
+        torch_padding: pad as PyTorch's `padding=kernel_size // 2` (both
+            sides alike) instead of Keras' "same"; needs padding="same".
+            For weights trained in PyTorch (see `_QuantConvBase`).
         *args, **kwargs: those of `keras.layers.Conv2D`.
     """
 
@@ -155,15 +217,23 @@ class QuantConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Conv2D):
         input_quantizer=None,
         kernel_quantizer=None,
         pad_values: float = 0.0,
+        torch_padding: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._set_quantizers(input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
-        self._init_padding(pad_values)
+        self._init_padding(pad_values, torch_padding)
 
     def call(self, inputs):
+        # Flipped before the input quantizer, so that LCE sees its usual
+        # quantizer -> conv pattern; kernel axes (kh, kw) follow the input's.
+        flips = self._torch_flip_axes(inputs)
+        if flips:
+            inputs = ops.flip(inputs, axis=flips)
         inputs = _quantize(self.input_quantizer, inputs)
         kernel = _quantize(self.kernel_quantizer, _latent_kernel(self))
+        if flips:
+            kernel = ops.flip(kernel, axis=tuple(self._spatial_axes().index(a) for a in flips))
         inputs, padding = self._explicit_padding(inputs)
         outputs = ops.conv(
             inputs,
@@ -173,7 +243,10 @@ class QuantConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Conv2D):
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
-        return self._bias_and_activation(self._scale_outputs(outputs))
+        outputs = self._scale_outputs(outputs)
+        if flips:
+            outputs = ops.flip(outputs, axis=flips)
+        return self._bias_and_activation(outputs)
 
     def _scale_outputs(self, outputs):
         return outputs
@@ -192,6 +265,8 @@ class QuantDepthwiseConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Depthwis
         input_quantizer: applied to the input.
         depthwise_quantizer: applied to the latent depthwise kernel.
         pad_values: constant for padding="same".
+        torch_padding: pad as PyTorch's `padding=kernel_size // 2`, as in
+            `QuantConv2D`.
         *args, **kwargs: those of `keras.layers.DepthwiseConv2D`.
     """
 
@@ -203,19 +278,25 @@ class QuantDepthwiseConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Depthwis
         input_quantizer=None,
         depthwise_quantizer=None,
         pad_values: float = 0.0,
+        torch_padding: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._set_quantizers(input_quantizer=input_quantizer, depthwise_quantizer=depthwise_quantizer)
-        self._init_padding(pad_values)
+        self._init_padding(pad_values, torch_padding)
 
     def call(self, inputs):
+        flips = self._torch_flip_axes(inputs)
+        if flips:
+            inputs = ops.flip(inputs, axis=flips)
         inputs = _quantize(self.input_quantizer, inputs)
         kernel = _latent_kernel(self)
         if self.depthwise_quantizer is not None:
             kh, kw, cin, mult = kernel.shape
             filters = ops.reshape(kernel, (kh, kw, 1, cin * mult))
             kernel = ops.reshape(self.depthwise_quantizer(filters), (kh, kw, cin, mult))
+        if flips:
+            kernel = ops.flip(kernel, axis=tuple(self._spatial_axes().index(a) for a in flips))
         inputs, padding = self._explicit_padding(inputs)
         outputs = ops.depthwise_conv(
             inputs,
@@ -225,6 +306,8 @@ class QuantDepthwiseConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Depthwis
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
+        if flips:
+            outputs = ops.flip(outputs, axis=flips)
         return self._bias_and_activation(outputs)
 
 
@@ -317,6 +400,8 @@ class ReCUConv2D(QuantConv2D):
             is refused, as it would be ignored.
         alpha_initializer, alpha_regularizer, alpha_constraint: for `alpha`.
         input_quantizer, kernel_quantizer: override the ReCU quantizers.
+        pad_values, torch_padding: as in `QuantConv2D` (`torch_padding=True`
+            runs weights trained with PyTorch's `padding=1` exactly).
         **kwargs: other arguments of `keras.layers.Conv2D` (`use_bias`
             defaults to False).
 
@@ -411,3 +496,51 @@ class ReCUConv2D(QuantConv2D):
             alpha_constraint=keras.constraints.serialize(self.alpha_constraint),
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_recu")
+class LearnableBias(keras.layers.Layer):
+    """`x + b` with a learnable bias `b` per channel (channels last), zero at the start.
+
+    ReActNet's "move" layers: placed before a binary convolution it learns
+    where each channel's sign threshold lies, and around PReLU it shifts the
+    nonlinearity. The two-stage ReCU model (`imagenet_resnet18_two_stage`)
+    has three per block, as the authors' `LearnableBias`.
+
+    Args:
+        bias_initializer: initializer of `b` ("zeros", as the authors').
+        **kwargs: those of `keras.layers.Layer`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> layer = LearnableBias()
+    >>> keras.ops.convert_to_numpy(layer(np.ones((1, 2, 2, 3), "float32")))[0, 0, 0].tolist()
+    [1.0, 1.0, 1.0]
+    >>> [w.name for w in layer.trainable_weights]
+    ['bias']
+    """
+
+    def __init__(self, bias_initializer="zeros", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(f"LearnableBias needs a known channel count, got input shape {input_shape}.")
+        self.bias = self.add_weight(
+            name="bias", shape=(input_shape[-1],), initializer=self.bias_initializer, trainable=True
+        )
+
+    def call(self, inputs):
+        return ops.add(inputs, ops.cast(self.bias, inputs.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        }

@@ -1,4 +1,10 @@
-"""The ReCU paper's binary networks in Keras 3: ResNet-20/18/34 1w1a and VGG-small 1w1a.
+"""The ReCU paper's binary networks in Keras 3: CIFAR ResNet-20/18/34 and VGG-small, ImageNet ResNet-18/34.
+
+CIFAR: `resnet20_1w1a`, `resnet18_1w1a`, `resnet34_1w1a`, `vgg_small_1w1a`
+(below). ImageNet: `imagenet_resnet18_1w1a` and `imagenet_resnet34_1w1a`
+(the vanilla recipe) and `imagenet_resnet18_two_stage` (the ReActNet-like
+model of the two-stage recipe), each described in its docstring, with
+layer names that are the authors' PyTorch module paths.
 
 Each builder returns a functional `keras.Model` in which the first
 convolution and the last dense layer are full precision and every other
@@ -53,12 +59,13 @@ Faithful to the reference beyond the layer graph:
   its dense normal(0, 0.01) with zero bias. `alpha` is U[0, 1), as in
   `ReCUConv2D`.
 
-Known, deliberate differences (they matter only for porting PyTorch weights,
-not for training from scratch): stride-2 convs use Keras' `padding="same"`,
-which on even sizes pads (0, 1) where PyTorch's `padding=1` pads (1, 1), a
-one-pixel offset of the sampling grid (an explicit ZeroPadding2D in front
-of `ReCUConv2D` would be binarized to +1, not kept at 0 as in the reference);
-VGG-small flattens (H, W, C) where PyTorch flattens (C, H, W).
+Padding: the CIFAR builders use Keras' `padding="same"` by default, which on
+even sizes at stride 2 pads (0, 1) where PyTorch's `padding=1` effectively
+pads (1, 0), a one-pixel offset of the sampling grid. `padding="torch"`
+reproduces PyTorch's exactly (zeros in the binarized input; see
+`QuantConv2D`'s `torch_padding`), for weights trained in PyTorch; the
+ImageNet builders default to it. VGG-small flattens (H, W, C) where PyTorch
+flattens (C, H, W); `keras_recu.torch_import` permutes the dense kernel.
 
 Any input size and channel count works: ResNet heads pool globally, and
 VGG-small's flatten sizes its dense layer from the input (4 * 4 * 512 for
@@ -92,8 +99,8 @@ Example (Fashion-MNIST-sized input):
 ('resnet20_1w1a', (None, 10))
 >>> sum(isinstance(layer, ReCUConv2D) for layer in model.layers)
 18
->>> sorted(models.MODELS)
-['resnet18_1w1a', 'resnet20_1w1a', 'resnet34_1w1a', 'vgg_small_1w1a']
+>>> sorted(name for name in models.MODELS if name.startswith("imagenet"))
+['imagenet_resnet18_1w1a', 'imagenet_resnet18_two_stage', 'imagenet_resnet34_1w1a']
 """
 
 from __future__ import annotations
@@ -105,13 +112,18 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import keras
 from keras import ops
 
-from keras_recu.layers import ReCUConv2D
+from keras_recu import quantizers
+from keras_recu.layers import LearnableBias, ReCUConv2D
 
 __all__ = [
     "BinaryConvFactory",
     "ChannelZeroPad",
+    "ConstantPadding2D",
     "MODELS",
     "get",
+    "imagenet_resnet18_1w1a",
+    "imagenet_resnet18_two_stage",
+    "imagenet_resnet34_1w1a",
     "recu_conv2d",
     "resnet18_1w1a",
     "resnet20_1w1a",
@@ -123,6 +135,7 @@ __all__ = [
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 _BLOCKS = ("bireal", "basic")
+_PADDINGS = ("same", "torch")
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -173,6 +186,65 @@ class ChannelZeroPad(keras.layers.Layer):
 # --- initializers (fresh instances: each layer draws its own values) -------
 
 
+@keras.saving.register_keras_serializable(package="keras_recu")
+class ConstantPadding2D(keras.layers.Layer):
+    """Pad the rows and columns of a channels-last tensor with a constant (-inf allowed).
+
+    `keras.layers.ZeroPadding2D` pads with zeros only; PyTorch's max pooling
+    pads with -inf, so that the padding never wins the max. The ImageNet
+    models' stem max pool (3x3, stride 2, padding 1) is this layer with
+    `value=float("-inf")` followed by a "valid" `MaxPooling2D`. It lowers
+    to TFLite's PADV2.
+
+    Args:
+        padding: ((top, bottom), (left, right)), or one int for all four.
+        value: the constant, any float including -inf.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> padded = ConstantPadding2D(1, value=float("-inf"))(np.ones((1, 1, 1, 1), "float32"))
+    >>> keras.ops.convert_to_numpy(padded)[0, :, :, 0].tolist()[0]
+    [-inf, -inf, -inf]
+    """
+
+    def __init__(self, padding=1, value: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(padding, int):
+            padding = ((padding, padding), (padding, padding))
+        try:
+            rows, cols = (tuple(int(p) for p in pair) for pair in padding)
+            if len(rows) != 2 or len(cols) != 2 or min(rows + cols) < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`padding` must be an int >= 0 or ((top, bottom), (left, right)), got {padding!r}."
+            ) from None
+        self.padding = (rows, cols)
+        self.value = float(value)
+        if math.isnan(self.value):
+            raise ValueError("`value` must not be NaN.")
+
+    def call(self, inputs):
+        rows, cols = self.padding
+        return ops.pad(inputs, [(0, 0), rows, cols, (0, 0)], constant_values=self.value)
+
+    def compute_output_shape(self, input_shape):
+        (top, bottom), (left, right) = self.padding
+        height, width = input_shape[1], input_shape[2]
+        return (
+            input_shape[0],
+            None if height is None else height + top + bottom,
+            None if width is None else width + left + right,
+            input_shape[3],
+        )
+
+    def get_config(self) -> dict:
+        # Strict JSON has no infinity: a string keeps .keras configs portable.
+        value = str(self.value) if math.isinf(self.value) else self.value
+        return {**super().get_config(), "padding": self.padding, "value": value}
+
+
 def _kaiming_normal_fan_in():
     """torch.nn.init.kaiming_normal_: N(0, 2 / fan_in), untruncated."""
     return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
@@ -214,9 +286,10 @@ def _synchronized_batch_norm(sync_batch_norm: bool, stacklevel: int) -> bool:
     return False
 
 
-def _batch_norm(sync: bool, name: str) -> keras.layers.BatchNormalization:
+def _batch_norm(sync: bool, name: str, gamma: float = 1.0) -> keras.layers.BatchNormalization:
     return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync, name=name
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync, name=name,
+        gamma_initializer="ones" if gamma == 1.0 else keras.initializers.Constant(gamma),
     )
 
 
@@ -227,12 +300,19 @@ def _hardtanh(name: str) -> keras.layers.Activation:
 #: A callable that builds the binary convolutions of the models: called with
 #: the keywords `filters`, `kernel_size`, `strides`, `tau`, `name` and
 #: `kernel_initializer`, it returns a layer that maps (H, W, C) images to
-#: (ceil(H / strides), ceil(W / strides), filters) ("same" padding).
+#: (ceil(H / strides), ceil(W / strides), filters) ("same" padding). Builders
+#: called with `padding="torch"` add `torch_padding=True` (see `QuantConv2D`).
 BinaryConvFactory = Callable[..., keras.layers.Layer]
 
 
 def recu_conv2d(
-    filters: int, kernel_size, strides, tau: float, name: str, kernel_initializer
+    filters: int,
+    kernel_size,
+    strides,
+    tau: float,
+    name: str,
+    kernel_initializer,
+    torch_padding: bool = False,
 ) -> ReCUConv2D:
     """The models' default binary convolution: the paper's `ReCUConv2D`, "same" padding.
 
@@ -252,23 +332,59 @@ def recu_conv2d(
     """
     return ReCUConv2D(
         filters, kernel_size, strides=strides, padding="same", tau=tau,
-        kernel_initializer=kernel_initializer, name=name,
+        kernel_initializer=kernel_initializer, name=name, torch_padding=torch_padding,
     )
 
 
-def _binary_conv_builder(binary_conv: Optional[BinaryConvFactory]) -> Callable[..., keras.layers.Layer]:
+def float_kernel_conv2d(
+    filters: int,
+    kernel_size,
+    strides,
+    tau: float,
+    name: str,
+    kernel_initializer,
+    torch_padding: bool = False,
+) -> ReCUConv2D:
+    """`recu_conv2d` with float weights: binary input, `alpha`, the latent kernel as it is.
+
+    Stage 1 of the two-stage recipe (`imagenet_resnet18_two_stage(
+    binary_weights=False)`). The layer, its name and its variables `kernel`
+    and `alpha` are those of stage 2, so stage 2 starts from them. `tau` is
+    not used: a float kernel has no clamp.
+    """
+    del tau
+    return ReCUConv2D(
+        filters, kernel_size, strides=strides, padding="same",
+        kernel_quantizer=quantizers.NoOp(), kernel_initializer=kernel_initializer, name=name,
+        torch_padding=torch_padding,
+    )
+
+
+def _binary_conv_builder(
+    binary_conv: Optional[BinaryConvFactory], padding: str = "same"
+) -> Callable[..., keras.layers.Layer]:
     factory = recu_conv2d if binary_conv is None else binary_conv
     if not callable(factory):
         raise TypeError(
             f"`binary_conv` must be a callable (filters, kernel_size, strides, tau, name, "
             f"kernel_initializer) -> layer, such as keras_recu.models.recu_conv2d; got {binary_conv!r}."
         )
+    extra = {"torch_padding": True} if padding == "torch" else {}
 
     def build(filters: int, strides: int, tau: float, initializer, name: str) -> keras.layers.Layer:
-        layer = factory(
-            filters=filters, kernel_size=3, strides=strides, tau=tau, name=name,
-            kernel_initializer=initializer,
-        )
+        try:
+            layer = factory(
+                filters=filters, kernel_size=3, strides=strides, tau=tau, name=name,
+                kernel_initializer=initializer, **extra,
+            )
+        except TypeError as error:
+            if extra and "torch_padding" in str(error):
+                raise TypeError(
+                    f"padding='torch' calls `binary_conv` with torch_padding=True, which "
+                    f"{getattr(factory, '__name__', factory)!r} does not accept: add a "
+                    "`torch_padding` argument and pass it to the layer (see recu_conv2d)."
+                ) from None
+            raise
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 f"`binary_conv` must return a Keras layer, got {type(layer).__name__} for {name!r}."
@@ -278,10 +394,12 @@ def _binary_conv_builder(binary_conv: Optional[BinaryConvFactory]) -> Callable[.
     return build
 
 
-def _option_a_shortcut(x, filters: int, strides: int, name: str):
+def _option_a_shortcut(x, filters: int, strides: int, name: str, padding: str = "same"):
     """Identity, or average pool (stride) then zero channels split before/after."""
     if strides != 1:
-        x = keras.layers.AveragePooling2D(strides, padding="same", name=f"{name}_pool")(x)
+        # PyTorch's AvgPool2d floors odd sizes; "same" matches the strided conv there.
+        pool_padding = "valid" if padding == "torch" else "same"
+        x = keras.layers.AveragePooling2D(strides, padding=pool_padding, name=f"{name}_pool")(x)
     extra = filters - x.shape[-1]
     if extra < 0:
         raise ValueError(f"option-A shortcut cannot reduce channels ({x.shape[-1]} -> {filters}).")
@@ -290,7 +408,12 @@ def _option_a_shortcut(x, filters: int, strides: int, name: str):
     return x
 
 
-def _check_args(input_shape, num_classes, block: str) -> Tuple[int, ...]:
+def _check_args(input_shape, num_classes, block: str, padding: str = "same") -> Tuple[int, ...]:
+    if padding not in _PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of {_PADDINGS} (\"torch\": PyTorch's symmetric padding, "
+            f"for weights trained there), got {padding!r}."
+        )
     shape = tuple(input_shape)
     if len(shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape!r}.")
@@ -312,10 +435,11 @@ def _resnet(
     block: str,
     name: str,
     binary_conv: Optional[BinaryConvFactory],
+    padding: str,
 ) -> keras.Model:
-    shape = _check_args(input_shape, num_classes, block)
+    shape = _check_args(input_shape, num_classes, block, padding)
     sync = _synchronized_batch_norm(sync_batch_norm, stacklevel=3)
-    binary_conv_layer = _binary_conv_builder(binary_conv)
+    binary_conv_layer = _binary_conv_builder(binary_conv, padding)
     inputs = keras.Input(shape, name="image")
     x = keras.layers.Conv2D(
         filters[0], 3, padding="same", use_bias=False,
@@ -329,7 +453,7 @@ def _resnet(
         for index in range(1, stage_blocks + 1):
             prefix = f"stage{stage}_block{index}"
             strides = 2 if stage > 1 and index == 1 else 1
-            shortcut = _option_a_shortcut(x, stage_filters, strides, f"{prefix}_shortcut")
+            shortcut = _option_a_shortcut(x, stage_filters, strides, f"{prefix}_shortcut", padding)
             y = binary_conv_layer(stage_filters, strides, tau, _kaiming_normal_fan_in(), f"{prefix}_conv1")(x)
             y = _batch_norm(sync, f"{prefix}_bn1")(y)
             if block == "bireal":
@@ -374,6 +498,12 @@ _BUILDER_ARGS = """
             layer with "same" padding. Default `recu_conv2d` (the paper's
             `ReCUConv2D`); pass another to build the same network with other
             quantizers, say for an ablation.
+        padding: "same" (Keras') or "torch": PyTorch's symmetric padding,
+            which the authors' models use. They differ on even sizes at
+            stride 2 (one pixel at the top/left in PyTorch, at the
+            bottom/right in Keras); "torch" is needed to run weights trained
+            in PyTorch (`keras_recu.torch_import`) and still converts to
+            `LceBconv2d` (see `QuantConv2D`'s `torch_padding`).
 """
 
 _BLOCK_ARG = """        block: "bireal" (a residual around each binary conv, hardtanh
@@ -391,11 +521,12 @@ def resnet20_1w1a(
     *,
     block: str = "bireal",
     binary_conv: Optional[BinaryConvFactory] = None,
+    padding: str = "same",
 ) -> keras.Model:
     return _resnet(
         (16, 32, 64), (3, 3, 3), input_shape=input_shape, num_classes=num_classes, tau=tau,
         sync_batch_norm=sync_batch_norm, block=block, name=name or "resnet20_1w1a",
-        binary_conv=binary_conv,
+        binary_conv=binary_conv, padding=padding,
     )
 
 
@@ -408,11 +539,12 @@ def resnet18_1w1a(
     *,
     block: str = "basic",
     binary_conv: Optional[BinaryConvFactory] = None,
+    padding: str = "same",
 ) -> keras.Model:
     return _resnet(
         (64, 128, 256, 512), (2, 2, 2, 2), input_shape=input_shape, num_classes=num_classes,
         tau=tau, sync_batch_norm=sync_batch_norm, block=block, name=name or "resnet18_1w1a",
-        binary_conv=binary_conv,
+        binary_conv=binary_conv, padding=padding,
     )
 
 
@@ -425,11 +557,12 @@ def resnet34_1w1a(
     *,
     block: str = "basic",
     binary_conv: Optional[BinaryConvFactory] = None,
+    padding: str = "same",
 ) -> keras.Model:
     return _resnet(
         (64, 128, 256, 512), (3, 4, 6, 3), input_shape=input_shape, num_classes=num_classes,
         tau=tau, sync_batch_norm=sync_batch_norm, block=block, name=name or "resnet34_1w1a",
-        binary_conv=binary_conv,
+        binary_conv=binary_conv, padding=padding,
     )
 
 
@@ -441,10 +574,11 @@ def vgg_small_1w1a(
     name: Optional[str] = None,
     *,
     binary_conv: Optional[BinaryConvFactory] = None,
+    padding: str = "same",
 ) -> keras.Model:
-    shape = _check_args(input_shape, num_classes, "basic")
+    shape = _check_args(input_shape, num_classes, "basic", padding)
     sync = _synchronized_batch_norm(sync_batch_norm, stacklevel=2)
-    binary_conv_layer = _binary_conv_builder(binary_conv)
+    binary_conv_layer = _binary_conv_builder(binary_conv, padding)
     inputs = keras.Input(shape, name="image")
     x = keras.layers.Conv2D(
         128, 3, padding="same", use_bias=False,
@@ -466,6 +600,246 @@ def vgg_small_1w1a(
         name="fc",
     )(x)
     return keras.Model(inputs, outputs, name=name or "vgg_small_1w1a")
+
+
+# --- ImageNet ----------------------------------------------------------------
+#
+# Transcribed from the authors' imagenet/models_imagenet/resnet.py (vanilla)
+# and imagenet_two-stage/models_imagenet/resnet.py (ReActNet-like). Layer
+# names are the PyTorch module paths with "." -> "_" ("layer2.0.downsample.0"
+# is "layer2_0_downsample_0"), so that a state_dict maps by name and the
+# authors' rule "weight decay on names containing conv or fc" reads the same.
+
+
+def _imagenet_input(input_shape, num_classes, padding: str):
+    shape = _check_args(input_shape, num_classes, "basic", padding)
+    if shape[-1] is None or any(size is not None and size < 32 for size in shape[:2]):
+        raise ValueError(
+            f"The ImageNet models downsample by 32; `input_shape` must be at least (32, 32, C) with a "
+            f"known channel count, got {input_shape!r}."
+        )
+    return keras.Input(shape, name="image")
+
+
+def _imagenet_stem(x, *, padding: str, initializer, sync: bool, hardtanh: bool):
+    """conv 7x7/2 (float) -> BN (-> hardtanh) -> max pool 3x3/2, PyTorch's paddings 3 and 1."""
+    conv_name, bn_name = ("conv1", "bn1") if hardtanh else ("conv", "bn")
+    if padding == "torch":
+        x = keras.layers.ZeroPadding2D(3, name=f"{conv_name}_pad")(x)
+    x = keras.layers.Conv2D(
+        64, 7, strides=2, padding="valid" if padding == "torch" else "same", use_bias=False,
+        kernel_initializer=initializer, name=conv_name,
+    )(x)
+    x = _batch_norm(sync, bn_name, gamma=1e-8 if hardtanh else 1.0)(x)
+    if hardtanh:
+        x = _hardtanh("nonlinear")(x)
+    if padding == "torch":
+        # PyTorch pads max pooling with -inf; the two-stage stem pools BN outputs of any sign.
+        x = ConstantPadding2D(1, value=float("-inf"), name="maxpool_pad")(x)
+    return keras.layers.MaxPooling2D(
+        3, strides=2, padding="valid" if padding == "torch" else "same", name="maxpool"
+    )(x)
+
+
+def _imagenet_stages(blocks: Sequence[int]):
+    """(stage, block index, filters, strides) in the authors' order."""
+    for stage, (filters, count) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+        for index in range(count):
+            yield stage, index, filters, 2 if stage > 1 and index == 0 else 1
+
+
+def _imagenet_resnet(
+    blocks: Sequence[int], *, input_shape, num_classes, tau, sync_batch_norm, name, binary_conv, padding
+) -> keras.Model:
+    inputs = _imagenet_input(input_shape, num_classes, padding)
+    sync = _synchronized_batch_norm(sync_batch_norm, stacklevel=3)
+    binary_conv_layer = _binary_conv_builder(binary_conv, padding)
+    # The authors' init loop: every nn.Conv2d kaiming_normal_, every
+    # BatchNorm2d weight 1e-8 (bias 0); BatchNorm1d and Linear keep PyTorch's.
+    x = _imagenet_stem(inputs, padding=padding, initializer=_kaiming_normal_fan_in(), sync=sync, hardtanh=True)
+    for stage, index, filters, strides in _imagenet_stages(blocks):
+        prefix = f"layer{stage}_{index}"
+        residual = x
+        y = binary_conv_layer(filters, strides, tau, _kaiming_normal_fan_in(), f"{prefix}_conv1")(x)
+        y = _batch_norm(sync, f"{prefix}_bn1", gamma=1e-8)(y)
+        if strides != 1 or x.shape[-1] != filters:
+            residual = keras.layers.Conv2D(
+                filters, 1, strides=strides, use_bias=False,
+                kernel_initializer=_kaiming_normal_fan_in(), name=f"{prefix}_downsample_0",
+            )(x)
+            residual = _batch_norm(sync, f"{prefix}_downsample_1", gamma=1e-8)(residual)
+        y = _hardtanh(f"{prefix}_nonlinear1")(keras.layers.Add(name=f"{prefix}_add1")([y, residual]))
+        residual = y
+        y = binary_conv_layer(filters, 1, tau, _kaiming_normal_fan_in(), f"{prefix}_conv2")(y)
+        y = _batch_norm(sync, f"{prefix}_bn2", gamma=1e-8)(y)
+        x = _hardtanh(f"{prefix}_nonlinear2")(keras.layers.Add(name=f"{prefix}_add2")([y, residual]))
+    # AvgPool2d(7) on the 7x7 map of a 224 input: a global average pool.
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    x = _batch_norm(sync, "bn2")(x)
+    kernel_init, bias_init = _torch_linear_init(512)
+    outputs = keras.layers.Dense(
+        num_classes, kernel_initializer=kernel_init, bias_initializer=bias_init, name="fc"
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+_IMAGENET_ARGS = """
+    Args:
+        input_shape: (height, width, channels), at least 32x32 (the
+            network downsamples by 32); the paper's is (224, 224, 3).
+        num_classes: outputs of the final dense layer (logits).
+        tau: initial clamp quantile of every binary conv's `ReCUSign`.
+        sync_batch_norm: as for the CIFAR builders (see `resnet20_1w1a`).
+        name: model name (default: the builder's name).
+        padding: "torch" (default): every conv and pool pads as the
+            authors' PyTorch model, so that their weights give their
+            outputs (`keras_recu.torch_import`); "same": Keras' padding
+            throughout. Both convert to `LceBconv2d` for every binary conv.
+        binary_conv: a `BinaryConvFactory` for the binary convolutions
+            (default `recu_conv2d`).
+"""
+
+
+def imagenet_resnet18_1w1a(
+    input_shape=(224, 224, 3),
+    num_classes: int = 1000,
+    tau: float = 0.85,
+    sync_batch_norm: bool = False,
+    name: Optional[str] = None,
+    *,
+    padding: str = "torch",
+    binary_conv: Optional[BinaryConvFactory] = None,
+) -> keras.Model:
+    return _imagenet_resnet(
+        (2, 2, 2, 2), input_shape=input_shape, num_classes=num_classes, tau=tau,
+        sync_batch_norm=sync_batch_norm, name=name or "imagenet_resnet18_1w1a",
+        binary_conv=binary_conv, padding=padding,
+    )
+
+
+def imagenet_resnet34_1w1a(
+    input_shape=(224, 224, 3),
+    num_classes: int = 1000,
+    tau: float = 0.85,
+    sync_batch_norm: bool = False,
+    name: Optional[str] = None,
+    *,
+    padding: str = "torch",
+    binary_conv: Optional[BinaryConvFactory] = None,
+) -> keras.Model:
+    return _imagenet_resnet(
+        (3, 4, 6, 3), input_shape=input_shape, num_classes=num_classes, tau=tau,
+        sync_batch_norm=sync_batch_norm, name=name or "imagenet_resnet34_1w1a",
+        binary_conv=binary_conv, padding=padding,
+    )
+
+
+def imagenet_resnet18_two_stage(
+    input_shape=(224, 224, 3),
+    num_classes: int = 1000,
+    tau: float = 0.85,
+    sync_batch_norm: bool = False,
+    name: Optional[str] = None,
+    *,
+    binary_weights: bool = True,
+    padding: str = "torch",
+    binary_conv: Optional[BinaryConvFactory] = None,
+) -> keras.Model:
+    inputs = _imagenet_input(input_shape, num_classes, padding)
+    sync = _synchronized_batch_norm(sync_batch_norm, stacklevel=2)
+    if not isinstance(binary_weights, bool):
+        raise TypeError(f"`binary_weights` must be True or False, got {binary_weights!r}.")
+    if not binary_weights and binary_conv is not None:
+        raise ValueError(
+            "binary_weights=False builds stage 1's float-kernel convs (float_kernel_conv2d); with "
+            "your own `binary_conv`, build stage 1 through it and leave binary_weights=True."
+        )
+    binary_conv_layer = _binary_conv_builder(binary_conv if binary_weights else float_kernel_conv2d, padding)
+    # No init loop in this file of the authors': PyTorch's defaults throughout
+    # (convs U(+-1/sqrt(fan_in)), BN weight 1, PReLU 0.25).
+    torch_conv_init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+    x = _imagenet_stem(inputs, padding=padding, initializer=torch_conv_init, sync=sync, hardtanh=False)
+    for stage, index, filters, strides in _imagenet_stages((4, 4, 4, 4)):
+        prefix = f"layer{stage}_{index}"
+        residual = x
+        y = LearnableBias(name=f"{prefix}_move0")(x)
+        y = binary_conv_layer(filters, strides, tau, torch_conv_init, f"{prefix}_conv")(y)
+        y = _batch_norm(sync, f"{prefix}_bn")(y)
+        if strides != 1 or x.shape[-1] != filters:
+            residual = keras.layers.AveragePooling2D(
+                2, strides=strides, padding="valid" if padding == "torch" else "same",
+                name=f"{prefix}_downsample_0",
+            )(x)
+            residual = keras.layers.Conv2D(
+                filters, 1, use_bias=False, kernel_initializer=torch_conv_init,
+                name=f"{prefix}_downsample_1",
+            )(residual)
+            residual = _batch_norm(sync, f"{prefix}_downsample_2")(residual)
+        y = LearnableBias(name=f"{prefix}_move1")(keras.layers.Add(name=f"{prefix}_add")([y, residual]))
+        y = keras.layers.PReLU(
+            alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2],
+            name=f"{prefix}_nonlinear",
+        )(y)
+        x = LearnableBias(name=f"{prefix}_move2")(y)
+    x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    kernel_init, bias_init = _torch_linear_init(512)
+    outputs = keras.layers.Dense(
+        num_classes, kernel_initializer=kernel_init, bias_initializer=bias_init, name="fc"
+    )(x)
+    return keras.Model(inputs, outputs, name=name or "imagenet_resnet18_two_stage")
+
+
+imagenet_resnet18_1w1a.__doc__ = (
+    """ImageNet ResNet-18 1w1a, the paper's vanilla recipe model: 16 binary convs, 60.98% top-1.
+
+    The authors' `imagenet/models_imagenet/resnet.py`: stem conv 7x7/2
+    (float) -> BN -> hardtanh -> max pool 3x3/2; four stages of 64, 128,
+    256, 512 filters with [2, 2, 2, 2] blocks. Each block has two binary
+    3x3 convs, each followed by BN, a residual add and hardtanh (a residual
+    per conv); the first block of stages 2-4 downsamples its first
+    residual with a float 1x1/2 conv and BN. Head: global average pool,
+    BatchNorm1d, dense. BN gammas of the 2-D BatchNorms start at 1e-8, as
+    the authors' init loop sets them; convs are kaiming_normal.
+
+    11,694,376 trainable parameters for (224, 224, 3) and 1000 classes
+    (what the authors' PyTorch model counts: torchvision's 11,689,512, plus
+    3,840 alphas and the BatchNorm1d's 1,024).
+
+    >>> model = imagenet_resnet18_1w1a(input_shape=(64, 64, 3), num_classes=10)
+    >>> sum(isinstance(layer, ReCUConv2D) for layer in model.layers)
+    16
+"""
+    + _IMAGENET_ARGS
+)
+imagenet_resnet34_1w1a.__doc__ = (
+    """ImageNet ResNet-34 1w1a (vanilla recipe): [3, 4, 6, 3] blocks, 32 binary convs, 65.10% top-1.
+
+    The same design as `imagenet_resnet18_1w1a`, deeper.
+"""
+    + _IMAGENET_ARGS
+)
+imagenet_resnet18_two_stage.__doc__ = (
+    """The two-stage recipe's ResNet-18 (ReActNet-like): 16 binary convs, one per block, 66.4% top-1.
+
+    The authors' `imagenet_two-stage/models_imagenet/resnet.py`: stem conv
+    7x7/2 (float) -> BN -> max pool 3x3/2 (no nonlinearity); [4, 4, 4, 4]
+    blocks of one binary 3x3 conv each::
+
+        out = move2(PReLU(move1(BN(conv(move0(x))) + shortcut(x))))
+
+    where the moves are `LearnableBias` layers and the shortcut of the
+    first block of stages 2-4 is average pool 2x2/2 -> float 1x1 conv ->
+    BN. Head: global average pool, dense (no BatchNorm1d). PyTorch's
+    default initializers throughout.
+
+    Args (besides those below):
+        binary_weights: False for stage 1 of the recipe (binary
+            activations, float weights: `float_kernel_conv2d`); True for
+            stage 2 and deployment. Both build the same layers and
+            variables, so stage 2 starts from stage 1's weights.
+"""
+    + _IMAGENET_ARGS
+)
 
 
 resnet20_1w1a.__doc__ = (
@@ -505,6 +879,9 @@ MODELS: Dict[str, Callable[..., keras.Model]] = {
     "resnet18_1w1a": resnet18_1w1a,
     "resnet34_1w1a": resnet34_1w1a,
     "vgg_small_1w1a": vgg_small_1w1a,
+    "imagenet_resnet18_1w1a": imagenet_resnet18_1w1a,
+    "imagenet_resnet34_1w1a": imagenet_resnet34_1w1a,
+    "imagenet_resnet18_two_stage": imagenet_resnet18_two_stage,
 }
 
 

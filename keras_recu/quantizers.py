@@ -35,7 +35,7 @@ from keras import ops
 from keras_recu import ops as recu_ops
 from keras_recu._tau import HasTau, make_tau_variable
 
-__all__ = ["ReCUSign", "ReCUInputSign", "SteSign", "get", "serialize", "deserialize"]
+__all__ = ["NoOp", "ReCUSign", "ReCUInputSign", "SteSign", "get", "serialize", "deserialize"]
 
 
 def default_name(prefix: str) -> str:
@@ -226,12 +226,46 @@ class SteSign(_Quantizer):
         return {**super().get_config(), "clip_value": self.clip_value}
 
 
+@keras.saving.register_keras_serializable(package="keras_recu")
+class NoOp(_Quantizer):
+    """A quantizer that passes its input through: the layer keeps that operand in float.
+
+    It says what precision the operand has (`precision`, 32 by default) for
+    `keras_recu.inspection`, the summaries and `deploy.convert`, which
+    refuses a layer it would leave in float. The two-stage recipe's stage 1
+    (`imagenet_resnet18_two_stage(binary_weights=False)`) uses it for the
+    kernels: binary activations, float weights.
+
+    Args:
+        precision: the bitwidth to report, an int >= 1.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> keras.ops.convert_to_numpy(NoOp()(np.array([0.25, -2.0], "float32"))).tolist()
+    [0.25, -2.0]
+    """
+
+    def __init__(self, precision: int = 32, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(precision, bool) or not isinstance(precision, int) or precision < 1:
+            raise ValueError(f"`precision` must be an int >= 1, got {precision!r}.")
+        self.precision = precision
+
+    def call(self, inputs, training=None):
+        return inputs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "precision": self.precision}
+
+
 _BY_NAME = {
     "recu_sign": ReCUSign,
     "recu_input_sign": ReCUInputSign,
     "ste_sign": SteSign,
+    "noop": NoOp,
 }
-for _cls in (ReCUSign, ReCUInputSign, SteSign):
+for _cls in (ReCUSign, ReCUInputSign, SteSign, NoOp):
     _BY_NAME[_cls.__name__] = _cls
 
 
@@ -252,7 +286,7 @@ def deserialize(config, custom_objects: Optional[dict] = None):
 def get(identifier: Union[None, str, dict, Callable]) -> Optional[Callable]:
     """Resolve a quantizer given as None, a registered name, a config dict or an object.
 
-    Names: `"recu_sign"`, `"recu_input_sign"`, `"ste_sign"` or the class
+    Names: `"recu_sign"`, `"recu_input_sign"`, `"ste_sign"`, `"noop"` or the class
     names; a name builds the quantizer with its defaults.
     """
     if identifier is None:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from keras_recu.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
-from keras_recu.quantizers import ReCUInputSign, ReCUSign, SteSign
+from keras_recu.layers import LearnableBias, QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
+from keras_recu.quantizers import NoOp, ReCUInputSign, ReCUSign, SteSign
 from tests import torch_reference as ref
 from tests.gradients import assert_gradients_close, layer_gradients, to_numpy
 
@@ -128,3 +128,82 @@ def test_quantizer_usable_as_a_layer(rng):
     outputs = SteSign()(keras.layers.Dense(3)(inputs))
     model = keras.Model(inputs, outputs)
     assert set(np.unique(model.predict(rng.normal(size=(8, 5)), verbose=0))) <= {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 8), (7, 7), (10, 6)], ids=str)
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_torch_padding_matches_pytorch_padding_one(size, strides, training, rng):
+    """PyTorch's padding=1, zeros in the binarized input: forward bitwise, gradients close."""
+    x = rng.normal(size=(2, *size, 6)).astype("float32")
+    layer = ReCUConv2D(5, 3, strides=strides, padding="same", tau=0.8, torch_padding=True)
+    layer.build(x.shape)
+    kernel = rng.laplace(0.0, 0.2, size=layer.kernel.shape).astype("float32")
+    alpha = rng.uniform(size=(5,)).astype("float32")
+    layer.kernel.assign(kernel)
+    layer.alpha.assign(alpha)
+    upstream = rng.normal(size=layer.compute_output_shape(x.shape)).astype("float32")
+    y, gx, grads = layer_gradients(layer, x, upstream, training=training)
+
+    xt = ref.nhwc_to_torch(x)
+    wt = ref.keras_kernel_to_torch(kernel)
+    at = torch.tensor(alpha.astype("float64"), requires_grad=True)
+    yt = ref.recu_conv2d(xt, wt, at, tau=0.8, stride=strides, padding=1, training=training)
+    (yt * ref.nhwc_to_torch(upstream)).sum().backward()
+
+    np.testing.assert_array_equal(y, ref.torch_to_nhwc(yt).astype("float32"))
+    assert_gradients_close(gx, ref.torch_to_nhwc(xt.grad))
+    assert_gradients_close(grads[layer.kernel.path], ref.torch_kernel_to_keras(wt.grad))
+    assert_gradients_close(grads[layer.alpha.path], at.grad.numpy())
+
+
+def test_torch_padding_differs_from_same_only_where_pytorch_does(rng):
+    x = rng.normal(size=(1, 8, 8, 4)).astype("float32")
+    outputs = {}
+    for torch_padding in (False, True):
+        layer = QuantConv2D(3, 3, strides=2, padding="same", input_quantizer="ste_sign",
+                            kernel_quantizer="ste_sign", torch_padding=torch_padding,
+                            kernel_initializer="ones", use_bias=False)
+        outputs[torch_padding] = to_numpy(layer(x))
+    assert not np.array_equal(outputs[False], outputs[True])  # a one-pixel shift of the grid
+    depthwise = QuantDepthwiseConv2D(3, strides=2, padding="same", torch_padding=True,
+                                     depthwise_initializer="ones", use_bias=False)
+    binary = np.where(x >= 0, 1.0, -1.0)
+    expected = torch.nn.functional.conv2d(
+        torch.tensor(binary).permute(0, 3, 1, 2), torch.ones(4, 1, 3, 3, dtype=torch.float64),
+        stride=2, padding=1, groups=4,
+    ).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(to_numpy(depthwise(binary.astype("float32"))), expected)
+
+
+def test_torch_padding_errors():
+    with pytest.raises(ValueError, match="padding='same'"):
+        ReCUConv2D(4, 3, padding="valid", torch_padding=True)
+    with pytest.raises(ValueError, match="odd kernel size"):
+        ReCUConv2D(4, 2, padding="same", torch_padding=True)
+    with pytest.raises(TypeError, match="torch_padding"):
+        ReCUConv2D(4, 3, padding="same", torch_padding="yes")
+    layer = ReCUConv2D(4, 3, strides=3, padding="same", torch_padding=True)
+    with pytest.raises(ValueError, match="skips input pixels"):
+        layer(np.zeros((1, 9, 9, 2), "float32"))  # PyTorch drops row 8 here; "same" keeps it
+
+
+def test_noop_kernel_quantizer_keeps_the_float_kernel(rng):
+    x = rng.normal(size=(1, 6, 6, 3)).astype("float32")
+    layer = ReCUConv2D(4, 3, padding="same", kernel_quantizer=NoOp())
+    y = to_numpy(layer(x))
+    expected = keras.ops.conv(np.where(x >= 0, 1.0, -1.0).astype("float32"), layer.kernel, padding="same")
+    np.testing.assert_allclose(y, to_numpy(expected) * to_numpy(layer.alpha), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="precision"):
+        NoOp(precision=0)
+
+
+def test_learnable_bias_adds_a_trained_channel_shift(rng):
+    x = rng.normal(size=(2, 3, 3, 4)).astype("float32")
+    layer = LearnableBias()
+    np.testing.assert_array_equal(to_numpy(layer(x)), x)  # zero at the start
+    layer.bias.assign(np.arange(4, dtype="float32"))
+    np.testing.assert_array_equal(to_numpy(layer(x)), x + np.arange(4, dtype="float32"))
+    upstream = rng.normal(size=x.shape).astype("float32")
+    _, _, grads = layer_gradients(layer, x, upstream)
+    np.testing.assert_allclose(grads[layer.bias.path], upstream.sum(axis=(0, 1, 2)), rtol=1e-5)

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import torch
 
 from keras_recu import models
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
@@ -18,6 +19,12 @@ from tests.model_utils import randomize_batch_norm
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(32, 32, 3), (28, 28, 1)]
 BINARY_CONVS = {"resnet20_1w1a": 18, "resnet18_1w1a": 16, "resnet34_1w1a": 32, "vgg_small_1w1a": 5}
+IMAGENET_BINARY_CONVS = {
+    "imagenet_resnet18_1w1a": 16, "imagenet_resnet34_1w1a": 32, "imagenet_resnet18_two_stage": 16,
+}
+# The ImageNet models' exactness lives in test_imagenet_models.py; these
+# tests hold the CIFAR networks to the authors' CIFAR code.
+CIFAR_MODELS = sorted(BINARY_CONVS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,7 +52,7 @@ def consumers(model, layer):
 
 
 @pytest.mark.parametrize("input_shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_builds_for_any_input_and_gives_finite_logits(name, input_shape, rng):
     model = built(name, input_shape)
     assert model.name == name
@@ -55,7 +62,7 @@ def test_builds_for_any_input_and_gives_finite_logits(name, input_shape, rng):
         assert logits.shape == (3, 10) and np.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_binary_convs_float_ends_and_bn_after_every_binary_conv(name):
     model = built(name, (32, 32, 3))
     binary = layers_of(model, ReCUConv2D)
@@ -243,7 +250,7 @@ def test_initializers_follow_the_reference():
 
 
 def test_get_and_argument_errors():
-    assert set(models.MODELS) == set(BINARY_CONVS)
+    assert set(models.MODELS) == set(BINARY_CONVS) | set(IMAGENET_BINARY_CONVS)
     for name, builder in models.MODELS.items():
         assert models.get(name) is builder and builder.__name__ == name
     with pytest.raises(ValueError, match="resnet18_1w1a, resnet20_1w1a, resnet34_1w1a, vgg_small_1w1a"):
@@ -278,3 +285,66 @@ def test_vgg_small_converts_with_every_binary_conv_as_lce_bconv2d(rng):
     model = models.vgg_small_1w1a(input_shape=(8, 8, 1))
     randomize_batch_norm(model, rng)
     assert census(convert(model))["LceBconv2d"] == 5
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS + sorted(IMAGENET_BINARY_CONVS))
+def test_torch_padding_reaches_every_binary_conv_and_keeps_the_variables(name):
+    shape = (64, 64, 3) if name.startswith("imagenet") else (32, 32, 3)
+    torch_padded = models.get(name)(input_shape=shape, num_classes=10, padding="torch")
+    same = models.get(name)(input_shape=shape, num_classes=10, padding="same")
+    binary = layers_of(torch_padded, ReCUConv2D)
+    expected = {**BINARY_CONVS, **IMAGENET_BINARY_CONVS}[name]
+    assert len(binary) == expected and all(layer.torch_padding for layer in binary)
+    assert not any(layer.torch_padding for layer in layers_of(same, ReCUConv2D))
+    # Same variables by name and shape: weights move between the two paddings.
+    assert [(w.path, w.shape) for w in torch_padded.weights] == [(w.path, w.shape) for w in same.weights]
+    same.set_weights(torch_padded.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    assert not np.array_equal(
+        keras.ops.convert_to_numpy(same(x)), keras.ops.convert_to_numpy(torch_padded(x))
+    ) or name == "vgg_small_1w1a"  # VGG-small has no stride-2 conv: both paddings agree
+
+
+def test_imagenet_builders_argument_errors():
+    with pytest.raises(ValueError, match="padding"):
+        models.imagenet_resnet18_1w1a(padding="reflect")
+    with pytest.raises(ValueError, match="at least"):
+        models.imagenet_resnet18_1w1a(input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="binary_weights=False"):
+        models.imagenet_resnet18_two_stage(binary_weights=False, binary_conv=models.recu_conv2d)
+    with pytest.raises(TypeError, match="binary_weights"):
+        models.imagenet_resnet18_two_stage(binary_weights=1)
+
+    def old_factory(filters, kernel_size, strides, tau, name, kernel_initializer):
+        return models.recu_conv2d(filters, kernel_size, strides, tau, name, kernel_initializer)
+
+    with pytest.raises(TypeError, match="torch_padding"):
+        models.resnet20_1w1a(input_shape=(8, 8, 3), binary_conv=old_factory, padding="torch")
+    assert models.resnet20_1w1a(input_shape=(8, 8, 3), binary_conv=old_factory).count_params()
+
+
+def test_two_stage_stage1_has_float_kernels_and_stage2_variables():
+    from keras_recu import inspection
+
+    stage1 = models.imagenet_resnet18_two_stage(input_shape=(64, 64, 3), num_classes=10, binary_weights=False)
+    stage2 = models.imagenet_resnet18_two_stage(input_shape=(64, 64, 3), num_classes=10)
+    layers1 = inspection.binary_layers(stage1)
+    assert len(layers1) == 16 and all(l.binary_input and not l.binary_kernel for l in layers1)
+    assert all(l.fully_binary for l in inspection.binary_layers(stage2))
+    assert not inspection.tau_holders(stage1) and len(inspection.tau_holders(stage2)) == 16
+    trainable = lambda model: [(w.path, w.shape) for w in model.trainable_weights]  # noqa: E731
+    assert trainable(stage1) == trainable(stage2)
+
+
+def test_constant_padding_pads_max_pool_with_minus_infinity(rng):
+    from keras_recu.models import ConstantPadding2D
+
+    x = -rng.uniform(1, 2, size=(1, 4, 4, 2)).astype("float32")  # all negative: zero padding would win
+    padded = ConstantPadding2D(1, value=float("-inf"))(x)
+    pooled = keras.ops.convert_to_numpy(keras.layers.MaxPooling2D(3, 2)(padded))
+    expected = torch.nn.functional.max_pool2d(
+        torch.tensor(x).permute(0, 3, 1, 2), 3, stride=2, padding=1
+    ).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(pooled, expected)
+    with pytest.raises(ValueError, match="padding"):
+        ConstantPadding2D(((1, 2),))

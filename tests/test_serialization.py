@@ -7,8 +7,9 @@ import pytest
 from keras_recu.callbacks import TauScheduler
 from keras_recu.constraints import ReCUClamp
 from keras_recu.inspection import tau_holders
-from keras_recu.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
-from keras_recu.quantizers import ReCUInputSign, ReCUSign, SteSign
+from keras_recu.layers import LearnableBias, QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
+from keras_recu.models import ConstantPadding2D
+from keras_recu.quantizers import NoOp, ReCUInputSign, ReCUSign, SteSign
 from tests.gradients import to_numpy
 
 
@@ -24,8 +25,13 @@ from tests.gradients import to_numpy
         QuantDense(3, kernel_quantizer="recu_sign", kernel_constraint=ReCUClamp(0.8)),
         QuantDepthwiseConv2D(3, depthwise_quantizer="recu_sign"),
         ReCUConv2D(8, 3, strides=2, padding="same", tau=0.88),
+        ReCUConv2D(8, 3, strides=2, padding="same", torch_padding=True, kernel_quantizer=NoOp()),
+        QuantDepthwiseConv2D(3, strides=2, padding="same", torch_padding=True),
+        NoOp(precision=8),
+        LearnableBias(bias_initializer="ones"),
+        ConstantPadding2D(((1, 0), (2, 3)), value=float("-inf")),
     ],
-    ids=lambda o: type(o).__name__,
+    ids=lambda o: f"{type(o).__name__}-{getattr(o, 'torch_padding', '')}",
 )
 def test_config_round_trip(obj):
     serialized = keras.saving.serialize_keras_object(obj)

@@ -80,14 +80,18 @@ def tf_same_padding(size, kernel, stride):
 
 
 def recu_conv2d(x, w, alpha, tau, stride, padding, training):
-    """The reference BinarizeConv2d: x NCHW, w (out, in, kh, kw), alpha (out,)."""
+    """The reference BinarizeConv2d: x NCHW, w (out, in, kh, kw), alpha (out,).
+
+    `padding`: "same" (TensorFlow's), "valid", or an int, PyTorch's own
+    symmetric padding (the authors' models use padding=1).
+    """
     ba = binarize_activation(x, training)
     bw = recu_weight(w, tau)
     if padding == "same":
         (top, bottom) = tf_same_padding(x.shape[2], w.shape[2], stride)
         (left, right) = tf_same_padding(x.shape[3], w.shape[3], stride)
         ba = F.pad(ba, (left, right, top, bottom))
-    out = F.conv2d(ba, bw, stride=stride)
+    out = F.conv2d(ba, bw, stride=stride, padding=padding if isinstance(padding, int) else 0)
     return out * alpha.view(1, -1, 1, 1)
 
 
