@@ -618,14 +618,35 @@ def _imagenet_input(input_shape, num_classes, padding: str):
             f"The ImageNet models downsample by 32; `input_shape` must be at least (32, 32, C) with a "
             f"known channel count, got {input_shape!r}."
         )
+    if padding == "torch" and None in shape[:2]:
+        raise ValueError(
+            f"padding='torch' needs a static image size (it pads each side as PyTorch does for that "
+            f"size), got input_shape={input_shape!r}. Give the size, or use padding='same'."
+        )
     return keras.Input(shape, name="image")
+
+
+def _torch_read_padding(shape, kernel: int, stride: int, pad: int) -> Tuple[Tuple[int, int], ...]:
+    """PyTorch's symmetric `pad`, trimmed to the rows and columns that the window reads.
+
+    On an even size at stride 2 PyTorch's last pad row is never read. The
+    trimmed pad gives the same result in Keras, and it keeps LCE's converter
+    from folding a symmetric pad into a "same" conv whose padding is not
+    symmetric there (measured: LCE 0.16 turns ZeroPadding2D(3) -> 7x7/2
+    "valid" conv on 224x224 into a wrongly padded conv, silently).
+    """
+    amounts = []
+    for size in shape:
+        out = (size + 2 * pad - kernel) // stride + 1
+        amounts.append((pad, max((out - 1) * stride + kernel - size - pad, 0)))
+    return tuple(amounts)
 
 
 def _imagenet_stem(x, *, padding: str, initializer, sync: bool, hardtanh: bool):
     """conv 7x7/2 (float) -> BN (-> hardtanh) -> max pool 3x3/2, PyTorch's paddings 3 and 1."""
     conv_name, bn_name = ("conv1", "bn1") if hardtanh else ("conv", "bn")
     if padding == "torch":
-        x = keras.layers.ZeroPadding2D(3, name=f"{conv_name}_pad")(x)
+        x = keras.layers.ZeroPadding2D(_torch_read_padding(x.shape[1:3], 7, 2, 3), name=f"{conv_name}_pad")(x)
     x = keras.layers.Conv2D(
         64, 7, strides=2, padding="valid" if padding == "torch" else "same", use_bias=False,
         kernel_initializer=initializer, name=conv_name,
@@ -635,7 +656,7 @@ def _imagenet_stem(x, *, padding: str, initializer, sync: bool, hardtanh: bool):
         x = _hardtanh("nonlinear")(x)
     if padding == "torch":
         # PyTorch pads max pooling with -inf; the two-stage stem pools BN outputs of any sign.
-        x = ConstantPadding2D(1, value=float("-inf"), name="maxpool_pad")(x)
+        x = ConstantPadding2D(_torch_read_padding(x.shape[1:3], 3, 2, 1), value=float("-inf"), name="maxpool_pad")(x)
     return keras.layers.MaxPooling2D(
         3, strides=2, padding="valid" if padding == "torch" else "same", name="maxpool"
     )(x)
