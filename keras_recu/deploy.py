@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -204,6 +204,41 @@ def _unsupported_option(layer: Any) -> Optional[str]:
     return None
 
 
+def _input_smaller_than_kernel(layer: Any) -> Optional[str]:
+    """Why LCE 0.16 would convert this binary conv to a wrong LceBconv2d; None if it would not.
+
+    LCE's zero-padding correction of a "same" LceBconv2d is wrong wherever the
+    kernel overhangs both edges of an axis (measured: a 3x3 conv on 2x2 or 1x1
+    maps, a 5x5 one on 4x4; errors of the order of the outputs). One-padding
+    (`pad_values=1`) and larger maps convert exactly.
+    """
+    if getattr(layer, "padding", None) != "same" or getattr(layer, "pad_values", 0.0) != 0.0:
+        return None
+    try:
+        shape = layer.input.shape
+    except (AttributeError, ValueError):  # not called, or called more than once
+        return None
+    kernel_size = getattr(layer, "kernel_size", None)
+    if kernel_size is None or len(shape) != 4:
+        return None
+    sizes = shape[1:3] if getattr(layer, "data_format", "channels_last") == "channels_last" else shape[2:]
+    small = [
+        (size, kernel)
+        for size, kernel in zip(sizes, kernel_size)
+        if size is not None and size < kernel and kernel > 1
+    ]
+    if not small:
+        return None
+    return (
+        f"{layer.name}: its {'x'.join(str(s) for s in sizes)} input is smaller than its "
+        f"{'x'.join(str(k) for k in kernel_size)} kernel, where LCE 0.16's zero padding of "
+        "LceBconv2d computes wrong outputs (a silently wrong flatbuffer). Use an input large "
+        "enough that every binary conv sees a map at least as large as its kernel (e.g. 96x96 "
+        "or more for the ImageNet ResNets, whose last stage is 1/32 of the input), pad_values=1, "
+        "or padding='valid'"
+    )
+
+
 def _explain(layer: BinaryLayer) -> str:
     if layer.kind in _NO_BINARY_KERNEL:
         return f"{layer.name}: {_NO_BINARY_KERNEL[layer.kind]}"
@@ -220,6 +255,90 @@ def _explain(layer: BinaryLayer) -> str:
         f"{layer.name}: its binarization did not match an LCE sign pattern (write sign as "
         "a select between the constants 1 and -1, as keras_recu.ops.sign does)"
     )
+
+
+def _zero_padding(layer) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:
+    """((top, bottom), (left, right)) of a channels-last zero-padding layer; None for any other layer."""
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        if layer.data_format != "channels_last":
+            return None
+    elif not (type(layer).__name__ == "ConstantPadding2D" and getattr(layer, "value", None) == 0.0):
+        return None
+    (top, bottom), (left, right) = layer.padding
+    return (int(top), int(bottom)), (int(left), int(right))
+
+
+def _read_padding(size: int, before: int, after: int, kernel: int, stride: int, dilation: int) -> int:
+    """How much of `after` a "valid" conv over the padded axis reads."""
+    extent = (kernel - 1) * dilation + 1
+    padded = size + before + after
+    outputs = (padded - extent) // stride + 1
+    unread = padded - ((outputs - 1) * stride + extent)
+    return max(after - unread, 0)
+
+
+def _consumers(model, layer) -> list:
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):  # unbuilt or used more than once: leave it alone
+        return []
+    found = []
+    for other in inspection.layers(model):
+        try:
+            inputs = other.input
+        except (AttributeError, ValueError):
+            continue
+        if inputs is output:
+            found.append(other)
+    return found
+
+
+@contextlib.contextmanager
+def _unread_padding_removed(model):
+    """Export explicit zero padding without the rows and columns that the next conv never reads.
+
+    LCE 0.16's fuse-padding pass folds `PAD(before, after) -> CONV_2D(VALID)`
+    into one `CONV_2D(SAME)` whenever before and after are split as "same"
+    would split them and the output size is "same"'s, without checking that
+    their sum is "same"'s. PyTorch's symmetric padding passes that test where
+    "same" pads differently: a 3x3 stride-2 conv with padding (1, 1) on an
+    even size (where "same" pads (0, 1)), or the 7x7 stride-2 ImageNet stem
+    with (3, 3) (where "same" pads (2, 3)). The flatbuffer is then silently
+    wrong (measured: no PAD op left, errors of the order of the outputs).
+    A strided "valid" conv ignores the last rows of such a padding; without
+    them the padding is either exactly "same"'s or not "same"-like at all, so
+    LCE converts it right. The model computes the same function either way.
+    """
+    changed = []
+    try:
+        for layer in inspection.layers(model):
+            padding = _zero_padding(layer)
+            if padding is None:
+                continue
+            consumers = _consumers(model, layer)
+            if len(consumers) != 1:
+                continue
+            conv = consumers[0]
+            if not isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+                continue
+            if conv.padding != "valid" or conv.data_format != "channels_last":
+                continue
+            input_shape = layer.input.shape
+            if any(size is None for size in input_shape[1:3]):
+                continue
+            trimmed = tuple(
+                (before, _read_padding(size, before, after, kernel, stride, dilation))
+                for size, (before, after), kernel, stride, dilation in zip(
+                    input_shape[1:3], padding, conv.kernel_size, conv.strides, conv.dilation_rate
+                )
+            )
+            if trimmed != padding:
+                changed.append((layer, layer.padding))
+                layer.padding = trimmed
+        yield
+    finally:
+        for layer, padding in changed:
+            layer.padding = padding
 
 
 @contextlib.contextmanager
@@ -282,16 +401,38 @@ def convert(
         allow_float: accept binary layers that LCE leaves in float instead of
             raising.
 
+    Two LCE 0.16 conversions that would be silently wrong are avoided.
+    An explicit zero padding (`ZeroPadding2D`) in front of a strided
+    "valid" conv is exported without the bottom/right rows and columns that
+    the conv never reads (PyTorch's symmetric padding, e.g. the ImageNet
+    stem's 3 on a 224 input; see `_unread_padding_removed`): same function,
+    and LCE no longer folds it into a "same" conv that pads elsewhere. A
+    zero-padded binary conv on a map smaller than its kernel is refused.
+    Binary convs with `torch_padding=True` (flips around a "same" conv)
+    become `LceBconv2d` with REVERSE_V2 ops around them.
+
     Raises:
         ConversionError: a Keras 3 model on a backend other than TensorFlow
-            (save it and use `convert_saved`), a reduced-precision policy, or
-            a binary layer that would run in float (unless `allow_float`);
+            (save it and use `convert_saved`), a reduced-precision policy, a
+            zero-padded binary conv on a map smaller than its kernel, or a
+            binary layer that would run in float (unless `allow_float`);
             the message names the layers and the fix.
     """
     _check_backend(model)
     import larq_compute_engine as lce
 
     _check_float32(model)
+    wrong = [
+        reason
+        for binary in binary_layers(model)
+        if binary.kind == "conv" and binary.fully_binary
+        for reason in [_input_smaller_than_kernel(binary.layer)]
+        if reason is not None
+    ]
+    if wrong:
+        raise ConversionError(
+            f"LCE would convert {len(wrong)} binary conv(s) to wrong outputs:\n  " + "\n  ".join(wrong)
+        )
     options = dict(
         inference_input_type=_dtype(inference_input_type),
         inference_output_type=_dtype(inference_output_type),
@@ -301,7 +442,7 @@ def convert(
     try:
         if _is_keras3(model):
             with tempfile.TemporaryDirectory() as export_dir:
-                with _binary_kernels_as_weights(model):
+                with _binary_kernels_as_weights(model), _unread_padding_removed(model):
                     model.export(export_dir, format="tf_saved_model", verbose=False)
                 flatbuffer = lce.convert_saved_model(export_dir, **options)
         else:
