@@ -17,8 +17,8 @@ CORE = (
     "diagnostics", "profile", "inspection", "_tau", "_compat",
 )
 # Above the core, importing downward only.
-DEPLOYMENT_AND_FRONTS = ("deploy", "larq")
-UPPER = ("keras_recu.deploy", "keras_recu.larq", "keras_recu.app")
+DEPLOYMENT_AND_FRONTS = ("deploy", "larq", "torch_import")
+UPPER = ("keras_recu.deploy", "keras_recu.larq", "keras_recu.torch_import", "keras_recu.app")
 TF_BOUND = ("tensorflow", "tf_keras", "larq", "larq_compute_engine", "tensorflow_datasets")
 
 
