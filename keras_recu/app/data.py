@@ -108,6 +108,8 @@ __all__ = [
     "DatasetInfo",
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES",
+    "EpochBatches",
+    "IMAGENET_DATASETS",
     "ImageBatches",
     "augment_batch",
     "epoch_generator",
@@ -119,8 +121,13 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped", "synthetic")
+DATASETS = (
+    "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped", "synthetic",
+    "imagenet2012", "imagenette", "image_folder",
+)
 TFDS_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped")
+# Streamed from JPEGs with the ReCU authors' ImageNet transforms (keras_recu.app.imagenet).
+IMAGENET_DATASETS = ("imagenet2012", "imagenette", "image_folder")
 
 # What augment=True applies to each set (see the module docstring for why).
 AUGMENTATION = {
@@ -130,6 +137,10 @@ AUGMENTATION = {
     "mnist": ("crop",),
     "svhn_cropped": ("crop",),
     "synthetic": (),
+    # The authors' ImageNet train transform, with the default ImageNetTransform.
+    "imagenet2012": ("random_resized_crop", "lighting", "flip"),
+    "imagenette": ("random_resized_crop", "lighting", "flip"),
+    "image_folder": ("random_resized_crop", "lighting", "flip"),
 }
 AUGMENTATION_STEPS = ("crop", "flip")
 PAD = 4  # pixels of zeros on each side before the random crop
@@ -297,7 +308,50 @@ def augment_batch(
 # --------------------------------------------------------------------------- the PyDataset
 
 
-class ImageBatches(keras.utils.PyDataset):
+class EpochBatches(keras.utils.PyDataset):
+    """The epoch bookkeeping that `ImageBatches` and the ImageNet `StreamBatches` share.
+
+    `epoch` is the epoch whose batches `self[i]` returns. Each complete pass of
+    `fit` (every batch served between its `on_epoch_begin` and
+    `on_epoch_end`) advances it by one; `set_epoch` pins it. Subclasses call
+    `_note_served(index)` for each batch they serve and draw their
+    randomness from `epoch_generator(self.seed, self.epoch)`.
+    """
+
+    def __init__(self, *, seed: int = 0):
+        super().__init__()
+        self.seed = _non_negative(seed, "seed")
+        self._epoch = 0
+        self._in_pass = False  # between on_epoch_begin and on_epoch_end
+        self._served = set()  # batch indices served in this pass
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose batches `self[i]` returns."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes `self[i]` batch `i` of epoch `epoch`, also for the pass of `fit` that comes next."""
+        self._epoch = _non_negative(epoch, "epoch")
+
+    def on_epoch_begin(self) -> None:
+        self._in_pass, self._served = True, set()
+
+    def on_epoch_end(self) -> None:
+        # Keras also ends partial reads this way: on JAX and torch it draws one
+        # batch to build the model before the first epoch. Counting the batches
+        # served, not the calls, keeps epoch 0 the first one `fit` trains on
+        # (unless the split is a single batch, when that read is a full pass).
+        if self._in_pass and len(self._served) == len(self):
+            self._epoch += 1
+        self._in_pass, self._served = False, set()
+
+    def _note_served(self, index: int) -> None:
+        if self._in_pass:
+            self._served.add(index)
+
+
+class ImageBatches(EpochBatches):
     """Batches `(images float32 (batch, H, W, C), labels int32 (batch,))` of an image split.
 
     Batch `i` of epoch `e` is a pure function of `(seed, e, i)`: with
@@ -357,7 +411,7 @@ class ImageBatches(keras.utils.PyDataset):
         seed: int = 0,
         pad: int = PAD,
     ):
-        super().__init__()
+        super().__init__(seed=seed)
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(
@@ -387,33 +441,8 @@ class ImageBatches(keras.utils.PyDataset):
         self._mean_tiled, self._std_tiled = np.tile(mean32, pixels), np.tile(std32, pixels)
         self.shuffle = bool(shuffle)
         self.augmentation = tuple(step for step in AUGMENTATION_STEPS if step in augmentation)
-        self.seed = _non_negative(seed, "seed")
         self.pad = _non_negative(pad, "pad")
-        self._epoch = 0
-        self._in_pass = False  # between on_epoch_begin and on_epoch_end
-        self._served = set()  # batch indices served in this pass
         self._drawn = None  # (epoch, order, shifts, flips) of the last epoch drawn
-
-    @property
-    def epoch(self) -> int:
-        """The epoch whose batches `self[i]` returns."""
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Makes `self[i]` batch `i` of epoch `epoch`, also for the pass of `fit` that comes next."""
-        self._epoch = _non_negative(epoch, "epoch")
-
-    def on_epoch_begin(self) -> None:
-        self._in_pass, self._served = True, set()
-
-    def on_epoch_end(self) -> None:
-        # Keras also ends partial reads this way: on JAX and torch it draws one
-        # batch to build the model before the first epoch. Counting the batches
-        # served, not the calls, keeps epoch 0 the first one `fit` trains on
-        # (unless the split is a single batch, when that read is a full pass).
-        if self._in_pass and len(self._served) == len(self):
-            self._epoch += 1
-        self._in_pass, self._served = False, set()
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
@@ -423,8 +452,7 @@ class ImageBatches(keras.utils.PyDataset):
         index = operator.index(index)
         if not 0 <= index < count:
             raise IndexError(f"batch index {index} out of range: this split has {count} batches")
-        if self._in_pass:
-            self._served.add(index)
+        self._note_served(index)
         positions = slice(index * self.batch_size, (index + 1) * self.batch_size)
         shifts = flips = None
         if self.shuffle or self.augmentation:
@@ -774,7 +802,11 @@ def load(
     limit_test: Optional[int] = None,
     seed: int = 0,
     download: bool = True,
-) -> tuple[ImageBatches, ImageBatches, DatasetInfo]:
+    transform=None,
+    decoder: str = "auto",
+    workers: Optional[int] = None,
+    manual_dir: Optional[PathLike] = None,
+) -> tuple[EpochBatches, EpochBatches, DatasetInfo]:
     """The training and test batches of data set `name` (one of `DATASETS`) and its `DatasetInfo`.
 
     Train: shuffled anew each epoch, augmented when `augment` (see
@@ -786,7 +818,18 @@ def load(
 
     `data_dir`: for "fashion_mnist" a directory with the four IDX files (or a
     tensorflow_datasets directory holding fashion_mnist/; anything else fails
-    at once), for the tfds sets a tensorflow_datasets directory. Raises
+    at once), for the tfds sets (imagenet2012 and imagenette included) a
+    tensorflow_datasets directory, for "image_folder" the folder holding
+    train/<class>/ and val/<class>/ (required).
+
+    The sets of `IMAGENET_DATASETS` stream from encoded images with the ReCU
+    authors' transforms; they take four more arguments (see
+    `keras_recu.app.imagenet`), whose defaults every set accepts:
+    `transform`, an `imagenet.ImageNetTransform` (None: the authors');
+    `decoder`, "auto" (tf where TensorFlow imports, else pil), "tf" or "pil";
+    `workers`, the decoding threads (None: all cores); `manual_dir`, for
+    imagenet2012, the folder with the ILSVRC2012 tars (None: the tars in
+    `data_dir/downloads/manual` or in `data_dir`). Raises
     `ValueError` for an unknown name or bad argument, `DataUnavailableError`
     when the data cannot be found or downloaded (or TensorFlow is missing for
     a tfds set), `CorruptDataError` for a damaged local file.
@@ -798,6 +841,29 @@ def load(
     limit_train = _positive(limit_train, "limit_train", optional=True)
     limit_test = _positive(limit_test, "limit_test", optional=True)
     seed = _non_negative(seed, "seed")
+    workers = _positive(workers, "workers", optional=True)
+    if key in IMAGENET_DATASETS:
+        from keras_recu.app import imagenet
+
+        if transform is not None and not isinstance(transform, imagenet.ImageNetTransform):
+            raise ValueError(f"transform must be an imagenet.ImageNetTransform or None, got {type(transform).__name__}")
+        if decoder not in imagenet.DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(imagenet.DECODERS)}, got {decoder!r}")
+        if manual_dir is not None and key != "imagenet2012":
+            raise ValueError(f"manual_dir (--manual-dir) is for imagenet2012 only, not {key}")
+        return imagenet.load_splits(
+            key, batch_size, data_dir=data_dir, augment=augment, limit_train=limit_train,
+            limit_test=limit_test, seed=seed, download=download, transform=transform,
+            decoder=decoder, workers=workers, manual_dir=manual_dir,
+        )
+    ignored = {"transform": transform is not None, "decoder": decoder != "auto",
+               "workers": workers is not None, "manual_dir": manual_dir is not None}
+    passed = [argument for argument, given in ignored.items() if given]
+    if passed:
+        raise ValueError(
+            f"{', '.join(passed)} apply to the ImageNet-style sets ({', '.join(IMAGENET_DATASETS)}) only, "
+            f"not to {key}: leave them at their defaults"
+        )
 
     if key == "synthetic":
         splits = _synthetic_splits(limit_train, limit_test, seed)
