@@ -282,7 +282,7 @@ def test_larq_resnet20_example_runs_and_converts_to_18_bconvs():
 def test_vgg_small_converts_with_every_binary_conv_as_lce_bconv2d(rng):
     from keras_recu.deploy import census, convert
 
-    model = models.vgg_small_1w1a(input_shape=(8, 8, 1))
+    model = models.vgg_small_1w1a(input_shape=(16, 16, 1))
     randomize_batch_norm(model, rng)
     assert census(convert(model))["LceBconv2d"] == 5
 
