@@ -141,7 +141,7 @@ def test_class_ids_are_the_sorted_folder_names_and_files_are_walked_like_imagefo
     Image.new("RGB", (8, 6)).save(tmp_path / "val" / "n01" / "v.JPEG")
     source = imagenet.FolderSource(tmp_path / "train")
     assert source.classes == ("B", "n01", "n02")  # Python's sort, as torchvision's find_classes
-    names = [os.path.relpath(p, tmp_path / "train") for p in source.paths]
+    names = [os.path.relpath(os.fsdecode(p), tmp_path / "train") for p in source.paths]
     assert names == ["B/x.jpeg", "n01/z.JPEG", "n02/a.jpg", "n02/b.JPEG", "n02/sub/c.PNG"]
     assert source.labels.tolist() == [0, 1, 2, 2, 2] and source.labels.dtype == np.int32
     # The val split takes the train split's ids, also when it lacks classes.
@@ -497,3 +497,50 @@ def test_without_tensorflow_the_pipeline_decodes_with_pil(tree):
         data.load("image_folder", 4, data_dir=tree, decoder="tf")
     with pytest.raises(data.DataUnavailableError, match="needs TensorFlow"):
         data.load("imagenet2012", 4)
+
+
+@pytest.mark.tf_only
+def test_a_tensorflow_datasets_builder_streams_through_the_same_transforms(tree, tmp_path):
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    # tfds.ImageFolder, a builder over a folder tree, stands in for a prepared
+    # imagenet2012: the same as_dataset, SkipDecoding and split metadata.
+    shutil.copytree(Path(tree) / "train", tmp_path / "train")
+    shutil.copytree(Path(tree) / "val", tmp_path / "validation")
+    builder = tfds.ImageFolder(str(tmp_path))
+    assert builder.info.features["label"].names == ["n0000000", "n0000001", "n0000002"]
+    source = imagenet.TFDSSource(builder, "validation", builder.info.splits["validation"].num_examples)
+    batches = imagenet.StreamBatches(source, 6, SMALL, augment=False, shuffle=False, decoder="tf")
+    images, labels = batches[0]
+    assert images.shape == (6, 16, 16, 3) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    folder = imagenet.StreamBatches(imagenet.FolderSource(Path(tree) / "val"), 6, SMALL, augment=False,
+                                    shuffle=False, decoder="tf")
+    # The same images with the same labels, in the builder's own order.
+    for x, y in zip(images, labels):
+        assert any(np.array_equal(x, other) for other, label in zip(*folder[0]) if label == y)
+    # The train transform on the tfds stream: draws by position, restartable mid-epoch.
+    train = imagenet.StreamBatches(source, 2, SMALL, augment=True, shuffle=False, seed=4, decoder="tf")
+    first = [train[i][0] for i in range(len(train))]
+    again = imagenet.StreamBatches(source, 2, SMALL, augment=True, shuffle=False, seed=4, decoder="tf")
+    assert np.array_equal(again[2][0], first[2]) and np.array_equal(again[0][0], first[0])
+
+
+@pytest.mark.parametrize("decoder", ["pil", pytest.param("tf", marks=pytest.mark.tf_only)])
+def test_fit_and_evaluate_read_the_streamed_batches(tree, decoder):
+    import keras
+
+    train, test, info = load(tree, decoder=decoder, limit_train=8)
+    model = keras.Sequential([
+        keras.Input(info.input_shape),
+        keras.layers.Conv2D(4, 3, strides=2),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(info.num_classes),
+    ])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    history = model.fit(train, validation_data=test, epochs=2, shuffle=False, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
+    assert train.epoch == 2
+    loss, _ = model.evaluate(test, verbose=0)
+    assert np.isfinite(loss)
