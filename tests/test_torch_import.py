@@ -4,9 +4,9 @@ The reference is `tests/torch_models.py`, a transcription of the authors'
 models with their module names. Each test randomizes every parameter and
 buffer of a transcription (BatchNorm statistics, alpha, tau, the two-stage
 model's biases and PReLU), saves its state_dict with `torch.save`, imports the
-file and compares the Keras model's eval-mode outputs with the transcription's
-(computed in float64): `relative_difference` = max |Keras - PyTorch| over max
-|PyTorch logits|, at most 1e-5. The Keras model computes in float32.
+file and compares the Keras model's eval-mode outputs with the transcription's:
+`relative_difference` = max |Keras - PyTorch| over max |PyTorch logits|, at
+most 1e-5. Both compute in float32.
 """
 
 import json
@@ -79,23 +79,31 @@ def test_cifar_checkpoint_imports_with_the_authors_outputs(tmp_path, name, shape
         assert tau == pytest.approx(float(state[f"{torch_name(model, layer_name)}.tau"]), abs=1e-7)
 
 
-# The ImageNet models at 224x224, one image each; ResNet-34's forward is in
-# test_imagenet_models (parameter count and weights mapping here).
+# The ImageNet ResNet-18s through a file, at 64x64 (their forward at 224 is
+# test_imagenet_models', with the same loader): the vanilla model's
+# AvgPool2d(7), global at 224, is made global here too. ResNet-34: its
+# weights mapping here, its forward in test_imagenet_models.
 IMAGENET_CASES = [("imagenet_resnet18_1w1a", "wrapped"), ("imagenet_resnet18_two_stage", "raw")]
 
 
 @pytest.mark.parametrize("name,form", IMAGENET_CASES)
 def test_imagenet_checkpoint_imports_with_the_authors_outputs(tmp_path, name, form):
-    net = _transcription(name, seed=3)
+    net = torch_models.pool_globally_(_transcription(name, seed=3))
     path = tmp_path / "checkpoint.pth"
     torch_models.save_checkpoint(net, path, form)
 
-    model = import_torch_checkpoint(path, name)
+    model = import_torch_checkpoint(path, name, input_shape=(64, 64))
 
-    assert tuple(model.inputs[0].shape[1:]) == (224, 224, 3) and model.outputs[0].shape[-1] == 1000
-    images = _images((224, 224, 3), count=1)
+    assert tuple(model.inputs[0].shape[1:]) == (64, 64, 3) and model.outputs[0].shape[-1] == 1000
+    images = _images((64, 64, 3))
     difference = torch_models.relative_difference(_keras_logits(model, images), torch_models.reference_logits(net, images))
     assert difference < TOLERANCE
+
+
+def test_the_default_input_of_an_imagenet_model_is_224(tmp_path):
+    net = torch_models.imagenet_resnet18_two_stage(num_classes=7)
+    model = keras_model_for(net.state_dict(), "imagenet_resnet18_two_stage", tau=0.9)
+    assert tuple(model.inputs[0].shape[1:]) == (224, 224, 3) and model.outputs[0].shape[-1] == 7
 
 
 def _assert_every_variable_holds_its_tensor(model, net):
