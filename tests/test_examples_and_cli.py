@@ -59,3 +59,13 @@ def test_convert_benchmark_runs(capsys):
     assert result["census"]["LceBconv2d"] == result["binary_convs"] == 18
     assert 0.26e6 < result["parameters"] < 0.28e6  # ResNet-20: about 0.27M
     assert result["parity"]["binary_layers_left_in_float"] == []
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize("kind", ["vanilla", "two-stage"])
+def test_imagenet_example_trains_converts_and_verifies(kind):
+    """The README's ImageNet example, at 96x96 (the smallest size whose last stage LCE pads right)."""
+    namespace = runpy.run_path(str(ROOT / "examples" / "imagenet_resnet18.py"), run_name="example")
+    result = namespace["main"](kind, steps=1, batch_size=2, image_size=96, num_classes=10, verify_images=2)
+    assert result["census"]["LceBconv2d"] == 16 and result["report"].is_binary
+    assert result["report"].argmax_agreement == 1.0
