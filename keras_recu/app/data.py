@@ -29,9 +29,17 @@ Sources
       (`data_dir` is then a tensorflow_datasets directory). Only this path
       imports TensorFlow; it needs the `tensorflow` and `train` extras.
     * "synthetic": `synthetic_images`, computed here.
+    * "image_folder", "imagenet2012", "imagenette" (`IMAGENET_DATASETS`):
+      ImageNet-scale sets of encoded images, never held in memory. They are
+      streamed, decoded and transformed with the ReCU authors' ImageNet
+      transforms by `keras_recu.app.imagenet` (which documents them), from a
+      class-per-folder tree of JPEGs (`data_dir` with train/ and val/) or
+      from tensorflow-datasets (imagenet2012 from the user's manual download
+      of the ILSVRC2012 tars). What follows on normalization, augmentation
+      and speed is about the other sets; randomness works the same way.
 
-Each source is read into numpy once; `limit_train`/`limit_test` keep the
-first N examples of a split.
+Each of the other sources is read into numpy once; `limit_train`/`limit_test`
+keep the first N examples of a split.
 
 Normalization
     Per-channel standardization, `(x - mean) / std` in float32, per batch:
@@ -205,7 +213,7 @@ class DatasetInfo:
     num_classes: int
     train_examples: int
     test_examples: int
-    source: str  # "debian" (local IDX files), "tfds", or "synthetic"
+    source: str  # "debian" (local IDX files), "tfds", "synthetic", or "folder" (an image folder)
     mean: tuple = ()
     std: tuple = ()
     augmentation: tuple = ()
