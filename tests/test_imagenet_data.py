@@ -395,6 +395,7 @@ def test_epochs_advance_like_image_batches_under_fit_style_reads(tree):
         seen.append(np.concatenate([b[0] for b in epoch_batches(train)]))
         train.on_epoch_end()
     assert train.epoch == 2 and not np.array_equal(*seen)
+    assert train.batches_served == 4 and train.wait_seconds > 0
     train.set_epoch(1)
     assert np.array_equal(np.concatenate([b[0] for b in epoch_batches(train)]), seen[1])
     with pytest.raises(IndexError, match="out of range"):
@@ -418,6 +419,17 @@ def test_imagenette_not_prepared_and_no_download_fails_fast(tmp_path):
         data.load("imagenette", 8, data_dir=tmp_path, download=False)
     with pytest.raises(ValueError, match="only the tf decoder reads"):
         data.load("imagenette", 8, data_dir=tmp_path, decoder="pil")
+
+
+@pytest.mark.tf_only
+def test_tf_decoder_refuses_files_tensorflow_cannot_decode(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split / "n0").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "n0" / "a.webp")
+    with pytest.raises(ValueError, match=r"holds \.webp files, which TensorFlow cannot decode; use decoder='pil'"):
+        data.load("image_folder", 2, data_dir=tmp_path, decoder="tf")
+    train, _, _ = data.load("image_folder", 1, data_dir=tmp_path, decoder="pil", transform=SMALL)
+    assert train[0][0].shape == (1, 16, 16, 3)
 
 
 @pytest.mark.tf_only

@@ -46,6 +46,7 @@ import dataclasses
 import math
 import os
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Union
@@ -660,6 +661,11 @@ class StreamBatches(EpochBatches):
     a shuffled epoch the next epoch's pipeline starts at once.
 
     Epoch accounting (`set_epoch`, `on_epoch_begin`/`end`) is `ImageBatches`'.
+
+    `wait_seconds` adds up the time `__getitem__` waited for the pipeline
+    (restarts included) over `batches_served` batches: where it grows by
+    more than a small fraction of the training time, decoding is the
+    bottleneck and more cores (`workers`) are needed.
     """
 
     def __init__(
@@ -694,6 +700,8 @@ class StreamBatches(EpochBatches):
         self._draws: Optional[tuple] = None  # (epoch, EpochDraws)
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._tf_transforms = None
+        self.wait_seconds = 0.0
+        self.batches_served = 0
 
     @property
     def _varies_by_epoch(self) -> bool:
@@ -713,9 +721,12 @@ class StreamBatches(EpochBatches):
             key = (epoch, index)
             if key in self._recent:
                 return self._recent[key]
+            start = time.perf_counter()
             if self._stream_at != key:
                 self._open(epoch, index)
             batch = next(self._stream)
+            self.wait_seconds += time.perf_counter() - start
+            self.batches_served += 1
             self._stream_at = (epoch, index + 1)
             self._recent[key] = batch
             while len(self._recent) > RECENT_BATCHES:
