@@ -284,9 +284,10 @@ def resnet20_checkpoint(tmp_path_factory):
         (["--model", "resnet21_1w1a"], r"unknown --model 'resnet21_1w1a'; choose one of: .*resnet20_1w1a"),
         (["--model", "vgg_small_1w1a"], r"looks like a checkpoint of resnet20_1w1a: pass that model"),
         (["--model", "resnet20_1w1a", "--input-shape", "16,16,3,1"], r"expected H,W or H,W,C"),
+        (["--model", "resnet20_1w1a", "--input-shape", "31,31"], r"cannot build resnet20_1w1a at input shape \(31, 31\)"),
         ("missing", r"no such checkpoint file: .*missing\.pth"),
     ],
-    ids=["unknown-model", "other-model", "bad-shape", "missing-file"],
+    ids=["unknown-model", "other-model", "bad-shape", "odd-size", "missing-file"],
 )
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, capsys, resnet20_checkpoint, arguments, expected):
     checkpoint = tmp_path / "missing.pth" if arguments == "missing" else resnet20_checkpoint

@@ -130,7 +130,12 @@ def import_run(
     except TorchImportError:
         raise
     except ValueError as error:  # the builder refuses the input shape, say
-        raise ImportRunError(f"cannot build {model_name} for this checkpoint: {error}") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ImportRunError(
+            f"cannot build {model_name} at input shape {input_shape}: {first}. The authors' models run at "
+            "sizes every stride divides; use the size the checkpoint was trained at (32,32 for CIFAR, "
+            "224,224 for ImageNet)."
+        ) from None
     taus = sorted({round(holder.tau, 6) for holder in tau_holders(model)})
     info = {
         "checkpoint": str(checkpoint.resolve()),
