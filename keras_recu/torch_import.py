@@ -440,13 +440,13 @@ def read_torch_checkpoint(path: os.PathLike) -> Tuple[Dict[str, np.ndarray], Dic
             "reading a PyTorch checkpoint needs torch (the CPU build is enough): pip install torch"
         ) from None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unpickling error, a zip error, a truncated file: one message
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise TorchImportError(
-            f"cannot read {path} as a PyTorch checkpoint of tensors ({first}). Pass the .pth/.pth.tar file "
-            "saved by torch.save; one that pickles other objects must be re-saved as a plain state_dict "
-            "(torch.save(model.state_dict(), path)) where its source is trusted."
+            f"cannot read {path} as a PyTorch checkpoint of tensors ({_load_failure(error)}). Pass the "
+            ".pth/.pth.tar file saved by torch.save; one that pickles other objects must be re-saved as a "
+            "plain state_dict (torch.save(model.state_dict(), path)) where its source is trusted."
         ) from None
     if not isinstance(checkpoint, Mapping):
         raise TorchImportError(
@@ -460,11 +460,39 @@ def read_torch_checkpoint(path: os.PathLike) -> Tuple[Dict[str, np.ndarray], Dic
             f"{path} holds no tensors (keys: {_listed(sorted(map(str, checkpoint)))}); pass a checkpoint "
             "with the model's state_dict."
         )
-    info = {
-        str(key): value for key, value in checkpoint.items()
-        if state_dict is not checkpoint and isinstance(value, (int, float, str, bool))
-    }
+    info = {}
+    if state_dict is not checkpoint:
+        for key, value in checkpoint.items():
+            if hasattr(value, "detach") and value.numel() == 1:  # a best_prec1 kept as a tensor
+                value = value.item()
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, (int, float, str, bool)):
+                info[str(key)] = value
     return {_strip_prefix(str(key)): _to_numpy(value) for key, value in tensors.items()}, info
+
+
+def _load_failure(error: Exception) -> str:
+    """torch.load's reason in a few words: the object a weights-only load refused, or its first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch bolds part of its message
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it pickles {refused.group(1)}, which a weights-only load does not run"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def _numpy_scalar_globals() -> list:
+    """What unpickling numpy scalars needs (an "epoch" or "best_prec1" saved as np.float64).
+
+    They rebuild a number from its bytes and dtype, nothing else, so a
+    weights-only load may allow them. Pickles name the scalar constructor
+    after the numpy that wrote them: numpy.core (1.x) or numpy._core (2.x).
+    """
+    scalar = np.array(0.0)[()].__reduce__()[0]  # the constructor pickle uses for numpy scalars
+    dtypes = {type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool")}
+    names = [(scalar, f"{package}.multiarray.scalar") for package in ("numpy.core", "numpy._core")]
+    return [*names, np.dtype, *dtypes]
 
 
 def _stem_key(model_name: str) -> str:

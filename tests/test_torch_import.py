@@ -236,9 +236,23 @@ def test_reading_a_file_that_is_not_a_checkpoint_fails_in_one_line(tmp_path):
     with pytest.raises(TorchImportError, match="cannot read .* as a PyTorch checkpoint") as raised:
         read_torch_checkpoint(path)
     assert "\n" not in str(raised.value)
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "extra": np.zeros(3)}, tmp_path / "array.pth")
+    with pytest.raises(TorchImportError, match=r"it pickles numpy\.\S+, which a weights-only load does not run"):
+        read_torch_checkpoint(tmp_path / "array.pth")
     torch.save([torch.zeros(2)], tmp_path / "list.pth")
     with pytest.raises(TorchImportError, match="holds a list, not a state_dict"):
         read_torch_checkpoint(tmp_path / "list.pth")
+
+
+def test_a_checkpoint_with_numpy_and_tensor_scalars_reads_in_both_file_formats(tmp_path):
+    state = {"conv1.weight": torch.ones(2, 3, 3, 3)}
+    entries = {"epoch": np.int64(7), "best_prec1": np.float64(91.25), "best_prec5": torch.tensor(99.5)}
+    for legacy in (False, True):  # the authors' PyTorch 1.1 wrote the legacy (non-zip) format
+        path = tmp_path / f"legacy{legacy}.pth.tar"
+        torch.save({**entries, "state_dict": state}, path, _use_new_zipfile_serialization=not legacy)
+        arrays, info = read_torch_checkpoint(path)
+        assert info == {"epoch": 7, "best_prec1": 91.25, "best_prec5": 99.5}
+        np.testing.assert_array_equal(arrays["conv1.weight"], np.ones((2, 3, 3, 3)))
 
 
 # --------------------------------------------------------------------------- keras-recu import-torch
