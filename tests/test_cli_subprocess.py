@@ -310,3 +310,98 @@ def test_data_parallel_on_two_jax_devices_without_tensorflow(tmp_path):
     assert f"keras-recu convert {tmp_path / 'parallel'} --verify" in report  # no TensorFlow: convert later
     assert not (tmp_path / "parallel" / "model.tflite").exists()
     assert json.loads((tmp_path / "parallel" / "metrics.json").read_text())["config"]["strategy"] == "data-parallel"
+
+
+# --------------------------------------------------------------------------- the ImageNet recipes, on a JPEG tree
+
+
+def _jpeg_tree(root: Path, classes: int = 3, train: int = 4, val: int = 2) -> Path:
+    """root/train/<class>/*.JPEG and root/val/<class>/*.JPEG: small colour images, a class per colour."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val)):
+        for label in range(classes):
+            folder = root / split / f"n{label:08d}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 60, size=(40, 48, 3)) + 60 * label
+                Image.fromarray(pixels.astype("uint8")).save(folder / f"{index}.JPEG", quality=90)
+    return root
+
+
+#: A few steps of 32x32 crops of the tree (the ImageNet models' strides leave 1x1 at the end).
+JPEG_FLAGS = ["--dataset", "image_folder", "--image-size", "32", "--resize-size", "36", "--batch-size", "6",
+              "--warmup-epochs", "0", "--verify-samples", "4", "--verbose", "0"]
+
+
+def _deployment_recorded(result, metrics) -> None:
+    """Conversion belongs to keras_recu.deploy: here only that the run reports it either way."""
+    deployment = metrics["deployment"]
+    if deployment.get("converted"):
+        assert result.returncode == 0 and deployment["census"].get("LceBconv2d")
+    else:
+        assert result.returncode == (1 if deployment.get("failed") else 0), result.stderr[-3000:]
+        assert deployment["note"]
+
+
+@pytest.mark.tf_only  # one pass is enough: the backends' training paths are test_imagenet_recipes.py's
+def test_vanilla_imagenet_recipe_trains_evaluates_on_a_jpeg_tree(tmp_path):
+    """train --recipe imagenet --model imagenet_resnet18_1w1a on a class-per-folder tree -> evaluate."""
+    tree, run = _jpeg_tree(tmp_path / "tree"), tmp_path / "vanilla"
+    trained = cli(["train", "--recipe", "imagenet", "--model", "imagenet_resnet18_1w1a", "--data-dir", str(tree),
+                   "--epochs", "1", "--out", str(run), *JPEG_FLAGS], label="imagenet train")
+    no_traceback(trained)
+    metrics = json.loads((run / "metrics.json").read_text())
+    _deployment_recorded(trained, metrics)
+    config = metrics["config"]
+    assert (config["recipe"], config["optimizer"], config["learning_rate"], config["momentum"],
+            config["weight_decay"], config["weight_decay_paths"]) == ("imagenet", "sgd", 0.1, 0.9, 1e-4, ["conv", "fc"])
+    assert metrics["dataset"]["input_shape"] == [32, 32, 3] and metrics["dataset"]["num_classes"] == 3
+
+    evaluated = cli(["evaluate", str(run)], label="imagenet evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = json.loads(evaluated.stdout)
+    assert result["dataset"] == "image_folder" and result["test_examples"] == 6
+    # The same evaluation transform, rebuilt from the run's config.json.
+    assert result["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.tf_only
+def test_two_stage_recipe_distills_then_hands_over_in_fresh_processes(tmp_path):
+    """stage 1 (float weights, KD from a random .keras teacher) -> stage 2 from it (stopped, resumed) -> evaluate."""
+    tree = _jpeg_tree(tmp_path / "tree")
+    teacher_path = tmp_path / "teacher.keras"
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="t_conv")(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, name="t_fc")(pooled), name="teacher").save(teacher_path)
+    teacher_bytes = teacher_path.read_bytes()
+    common = ["--recipe", "two-stage", "--teacher", str(teacher_path), "--data-dir", str(tree), *JPEG_FLAGS]
+
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    first = cli(["train", *common, "--stage", "1", "--epochs", "1", "--out", str(stage1)], label="stage 1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics1 = json.loads((stage1 / "metrics.json").read_text())
+    assert (metrics1["config"]["stage"], metrics1["config"]["optimizer"]) == (1, "adam")
+    assert "stage 1 trains float weights" in metrics1["deployment"]["note"]
+
+    second = cli(["train", *common, "--stage", "2", "--stage1", str(stage1), "--epochs", "1", "--out", str(stage2)],
+                 label="stage 2")
+    no_traceback(second)
+    assert "Stage 2 starts from stage 1" in second.stdout
+    carried = json.loads((stage2 / "stage1.json").read_text())
+    assert carried["source"] == str(stage1 / "model.keras") and carried["variables"] > 100
+    metrics2 = json.loads((stage2 / "metrics.json").read_text())
+    _deployment_recorded(second, metrics2)
+    assert metrics2["stage1"] == carried and metrics2["config"]["stage"] == 2
+    assert teacher_path.read_bytes() == teacher_bytes
+
+    # What the run directory keeps is the student alone, with binary weights.
+    from keras_recu.inspection import binary_layers
+
+    student = keras.models.load_model(stage2 / "model.keras")
+    assert student.name == "imagenet_resnet18_two_stage" and len(binary_layers(student)) == 16
+    assert all(found.binary_kernel for found in binary_layers(student))
+    evaluated = cli(["evaluate", str(stage2)], label="stage 2 evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(metrics2["test_accuracy"], abs=1e-6)

@@ -3,6 +3,11 @@
     keras-recu train --model resnet20_1w1a --dataset fashion_mnist --epochs N --out RUN_DIR
         Train with the paper's recipe, checkpoint every epoch (--resume continues),
         evaluate, convert to LCE, verify, and write the report into RUN_DIR.
+        --recipe imagenet (the authors' vanilla ImageNet recipe) or two-stage
+        (--stage 1, then --stage 2 --stage1 STAGE1_RUN, both distilled from
+        --teacher) set the authors' defaults; every value stays a flag.
+    keras-recu import-torch CHECKPOINT --model NAME --out RUN
+        The authors' PyTorch checkpoint as a run directory (model.keras).
     keras-recu evaluate RUN_DIR|MODEL.keras [--dataset NAME]
         Test loss and accuracy.
     keras-recu convert RUN_DIR|MODEL.keras [-o MODEL.tflite] [--verify]
@@ -78,6 +83,32 @@ def finite_float(text: str) -> float:
     return value
 
 
+def fraction_pair(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def teacher_spec(text: str) -> Optional[str]:
+    return None if text.strip().lower() == "none" else text
+
+
+def decay_paths(text: str) -> Optional[tuple]:
+    if text.strip().lower() == "all":
+        return None
+    paths = tuple(part.strip() for part in text.split(","))
+    if not all(paths):
+        raise argparse.ArgumentTypeError(f"expected 'all' or comma-separated substrings such as conv,fc, got {text!r}")
+    return paths
+
+
+def stage_number(text: str) -> int:
+    if text not in ("1", "2"):
+        raise argparse.ArgumentTypeError(f"expected 1 (float weights) or 2 (binary weights, from --stage1), got {text!r}")
+    return int(text)
+
+
 def verbosity(text: str):
     if text == "auto":
         return text
@@ -90,7 +121,7 @@ def verbosity(text: str):
 
 
 def _train_parser(commands) -> None:
-    from keras_recu.app.train import STRATEGIES, TrainConfig
+    from keras_recu.app.train import OPTIMIZERS, RECIPES, STRATEGIES, TrainConfig
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -100,29 +131,76 @@ def _train_parser(commands) -> None:
         "convert to LCE, verify and report. With --resume, the run in --out continues with its saved settings.",
     )
 
+    def shown(value):
+        if value is None:
+            return "none"
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return value
+
     def flag(name, help, default=None, **kwargs):
         # SUPPRESS: a flag the user did not pass is absent, so --resume can
-        # tell it from a default and take the run's saved value instead.
-        shown = getattr(defaults, name.lstrip("-").replace("-", "_"), default) if default is None else default
-        if "action" not in kwargs and shown is not None:
-            help = f"{help} (default: {shown})"
+        # tell it from a default and the recipe's default, and take the run's
+        # saved value instead.
+        field = kwargs.get("dest", name.lstrip("-").replace("-", "_"))
+        value = getattr(defaults, field, default) if default is None else default
+        if "action" not in kwargs:
+            recipes = [f"{recipe}: {shown(settings[field])}" for recipe, settings in RECIPES.items()
+                       if field in settings and settings[field] != value]
+            if recipes:
+                help = f"{help} (default: {shown(value)}; {'; '.join(recipes)})"
+            elif value is not None:
+                help = f"{help} (default: {shown(value)})"
         train.add_argument(name, default=argparse.SUPPRESS, help=help, **kwargs)
 
+    flag("--recipe", "the authors' defaults for every setting below: cifar (the paper's CIFAR recipe), "
+         "imagenet (vanilla ImageNet) or two-stage (ImageNet, Adam, distillation, --stage 1 then 2)",
+         choices=list(RECIPES))
     flag("--out", "run directory")
-    flag("--model", "resnet20_1w1a, resnet18_1w1a, resnet34_1w1a or vgg_small_1w1a")
-    flag("--dataset", "fashion_mnist (offline default), cifar10, cifar100, mnist, svhn_cropped, synthetic")
-    flag("--data-dir", "local data (the four IDX files, or a tensorflow_datasets directory)")
+    flag("--model", "resnet20_1w1a, resnet18_1w1a, resnet34_1w1a, vgg_small_1w1a, imagenet_resnet18_1w1a, "
+         "imagenet_resnet34_1w1a or imagenet_resnet18_two_stage")
+    flag("--dataset", "fashion_mnist (offline default), cifar10, cifar100, mnist, svhn_cropped, synthetic, "
+         "imagenet2012 (tensorflow-datasets, from your manual download), imagenette (tensorflow-datasets) or "
+         "image_folder (--data-dir with train/<class>/ and val/<class>/ JPEG folders)")
+    flag("--data-dir", "local data (the four IDX files, a tensorflow_datasets directory, or an image_folder root)")
+    flag("--manual-dir", "imagenet2012: the folder with ILSVRC2012_img_train.tar and _val.tar "
+         "(default: DATA_DIR/downloads/manual, or DATA_DIR)")
     flag("--no-download", "never download data (offline)", dest="download", action="store_false")
     flag("--epochs", "length of the run, and of its learning-rate and tau schedules", type=positive_int)
     flag("--stop-after", "end this session after epoch N; --resume continues", type=positive_int)
     flag("--batch-size", "global batch size", type=positive_int)
     flag("--learning-rate", "peak learning rate", type=finite_float)
+    flag("--optimizer", "sgd (with momentum) or adam, both with PyTorch's coupled weight decay", choices=OPTIMIZERS)
     flag("--momentum", "SGD momentum, in [0, 1)", type=finite_float)
     flag("--weight-decay", "PyTorch-style (coupled) L2", type=finite_float)
+    flag("--weight-decay-paths", "decay only the variables whose path contains one of these comma-separated "
+         "substrings (the authors' ImageNet rule: conv,fc), or all", type=decay_paths, default="all")
     flag("--warmup-epochs", "linear learning-rate warm-up", type=non_negative_int)
     flag("--tau-min", "tau of the first epoch, in (0.5, 1)", type=finite_float)
     flag("--tau-max", "tau the schedule approaches, in [tau-min, 1)", type=finite_float)
-    flag("--no-augment", "no crop or flip", dest="augment", action="store_false")
+    flag("--no-augment", "no crop or flip (ImageNet sets: the evaluation transform on the training split too)",
+         dest="augment", action="store_false")
+    flag("--image-size", "ImageNet sets: side of the random-resized and center crops", type=positive_int, default=224)
+    flag("--resize-size", "ImageNet sets: evaluation resizes the shorter side to this, then center-crops",
+         type=positive_int, default=256)
+    flag("--crop-scale", "ImageNet sets: RandomResizedCrop's area fraction range MIN MAX", type=fraction_pair,
+         nargs=2, metavar=("MIN", "MAX"), default="0.08 1.25")
+    flag("--crop-ratio", "ImageNet sets: RandomResizedCrop's aspect ratio range MIN MAX", type=fraction_pair,
+         nargs=2, metavar=("MIN", "MAX"), default="0.75 1.333")
+    flag("--lighting-std", "ImageNet sets: AlexNet-style PCA lighting noise (0: none)", type=finite_float, default=0.1)
+    flag("--decoder", "ImageNet sets: JPEG decoding by tf (tf.data) or pil; auto takes tf where TensorFlow is "
+         "installed", choices=["auto", "tf", "pil"])
+    flag("--workers", "ImageNet sets: decoding threads (default: all cores)", type=positive_int)
+    flag("--padding", "ImageNet models: torch (PyTorch's padding, the authors' model exactly) or same (Keras' "
+         "padding; see keras-recu convert for what LCE makes of each)", choices=["torch", "same"],
+         default="the model's")
+    flag("--stage", "two-stage recipe: 1 trains float weights with binary activations, 2 binary weights "
+         "starting from --stage1", type=stage_number)
+    flag("--stage1", "stage 2: the stage-1 run directory (or its model.keras) to start from")
+    flag("--teacher", "distill from this teacher: a keras.applications name (ImageNet weights, downloaded "
+         "once; the authors used torchvision's ResNet-34, which keras.applications lacks) or a .keras file taking "
+         "the student's normalized images and giving logits; none: no teacher",
+         type=teacher_spec)
     flag("--limit-train", "train on the first N examples", type=positive_int)
     flag("--limit-test", "test on the first N examples", type=positive_int)
     flag("--verify-samples", "test images to verify the flatbuffer on", type=positive_int)
@@ -133,7 +211,8 @@ def _train_parser(commands) -> None:
     flag("--diagnostics", "record dead share, quantization error, entropy and flip ratio per epoch",
          action="store_true")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out; only --verbose, --stop-after and --no-download may change")
+                       help="continue the run in --out; only --verbose, --stop-after, --no-download, --workers and "
+                            "--manual-dir may change")
 
 
 def _user_errors() -> tuple:
@@ -159,7 +238,7 @@ def run_train(args) -> int:
             # refuses whatever of that the run may not change.
             config = TrainConfig.resumed(out, **given)
         else:
-            config = TrainConfig(**given)
+            config = TrainConfig.for_recipe(**given)
         metrics = run(config, resume=args.resume)
     except TrainingDiverged as error:
         print(f"keras-recu train: {error}", file=sys.stderr)
@@ -353,6 +432,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="keras-recu", description="ReCU binary neural networks: train, convert, verify.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(commands)
+    from keras_recu.app import import_torch
+
+    import_torch.add_parser(commands)
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run or a .keras file")
     evaluate.add_argument("model", type=Path, help="a run directory or a .keras file")
@@ -377,7 +459,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_train(args)
     if args.command == "convert":
         return run_convert(args, argv)
-    return run_evaluate(args)
+    if args.command == "evaluate":
+        return run_evaluate(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

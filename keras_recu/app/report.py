@@ -36,7 +36,7 @@ def _save(figure, path: Path) -> None:
     _pyplot().close(figure)
 
 
-def plot_training(history: Dict[str, list], path: Path) -> None:
+def plot_training(history: Dict[str, list], path: Path, distilled: bool = False) -> None:
     plt = _pyplot()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -47,7 +47,8 @@ def plot_training(history: Dict[str, list], path: Path) -> None:
     for key, label in (("loss", "train"), ("val_loss", "test")):
         if key in history:
             right.plot(epochs, history[key], marker="o", label=label)
-    right.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    right.set(title="Loss" + (" (train: distribution loss to the teacher)" if distilled else ""), xlabel="epoch",
+              ylabel="cross-entropy")
     for axis in (left, right):
         _epoch_axis(axis, legend=bool(axis.get_legend_handles_labels()[0]))
     _save(figure, path)
@@ -136,16 +137,43 @@ def _deployment_lines(deployment: dict) -> list:
     ]
 
 
+def _recipe_lines(config: dict, metrics: dict) -> list:
+    """What the recipe was: optimizer, decay rule, distillation and stage (none for a plain CIFAR-recipe run)."""
+    lines = []
+    if config.get("recipe", "cifar") != "cifar" or config.get("optimizer", "sgd") != "sgd" \
+            or config.get("weight_decay_paths") is not None:
+        decayed = ", ".join(config["weight_decay_paths"]) if config.get("weight_decay_paths") else "all variables"
+        lines.append(
+            f"- recipe {config.get('recipe', 'cifar')}: {config.get('optimizer', 'sgd')} at learning rate "
+            f"{config['learning_rate']} (batch {config['batch_size']}, {config['warmup_epochs']} warm-up epochs, "
+            f"cosine), coupled weight decay {config['weight_decay']} on variables matching {decayed}"
+        )
+    if config.get("teacher"):
+        lines.append(
+            f"- distilled from the teacher `{config['teacher']}`: the training loss is the distribution loss to "
+            "its softmax, the test loss the cross-entropy on the labels"
+        )
+    if config.get("stage") == 1:
+        lines.append("- two-stage recipe, stage 1: binary activations, float weights (stage 2 starts from this run)")
+    elif config.get("stage") == 2:
+        carried = metrics.get("stage1", {})
+        lines.append(
+            f"- two-stage recipe, stage 2: binary weights, started from `{carried.get('source', config.get('stage1'))}`"
+            + (f" ({carried['variables']} variables carried over)" if "variables" in carried else "")
+        )
+    return lines
+
+
 def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final: Dict[str, np.ndarray]) -> Path:
     """Write the plots and report.md into `out`; return the report's path."""
     history = metrics.get("history", {})
-    plot_training(history, out / "training.png")
+    config = metrics["config"]
+    plot_training(history, out / "training.png", distilled=bool(config.get("teacher")))
     plot_tau(history, out / "tau.png")
     plot_weights(initial, final, out / "weights.png")
     diagnostics = metrics.get("diagnostics")
     if diagnostics:
         plot_diagnostics(diagnostics, out / "diagnostics.png", metrics.get("diagnostics_per_layer"))
-    config = metrics["config"]
     lines = [
         f"# {config['model']} on {config['dataset']}",
         "",
@@ -153,6 +181,7 @@ def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final
         f"{len(history.get('loss', []))} of {config['epochs']} epochs"
         + (f", trained on the {metrics['backend']} backend" if metrics.get("backend") else ""),
         f"- {metrics['parameters']:,} parameters; tau {config['tau_min']} -> {config['tau_max']}",
+        *_recipe_lines(config, metrics),
         *_deployment_lines(metrics.get("deployment") or {}),
         "",
         "![accuracy and loss](training.png)",

@@ -5,8 +5,21 @@
 weight decay, a linear warm-up then cosine decay to zero, and the tau
 schedule 0.85 -> 0.99. It checkpoints every epoch; when the last epoch is
 done it evaluates on the test split, converts to a larq-compute-engine
-flatbuffer, verifies it on test images and writes the report. The run
-directory:
+flatbuffer, verifies it on test images and writes the report.
+
+Recipes (`RECIPES`, `TrainConfig.for_recipe`, `keras-recu train --recipe`)
+    "cifar", the default, is the paper's CIFAR recipe. "imagenet" is the
+    authors' vanilla ImageNet recipe (imagenet/run.sh): ResNet-18 1w1a, SGD
+    0.1, momentum 0.9, batch 512, 200 epochs, weight decay 1e-4 on the
+    variables whose name holds "conv" or "fc" only. "two-stage" is
+    imagenet_two-stage/run.sh: Adam 1e-3 without weight decay, 256 epochs,
+    distillation from a float teacher (`keras_recu.app.distill`); stage 1
+    (`stage=1`) trains float weights with binary activations, stage 2
+    (`stage=2`, `stage1=` the stage-1 run) binary weights starting from stage
+    1's (`keras_recu.app.two_stage`). A recipe only sets defaults: every
+    value is a setting of its own, and config.json records them all.
+
+The run directory:
 
     config.json       the run's configuration (what --resume continues)
     history.csv       one row per finished epoch: loss, accuracy, val_*, tau, ...
@@ -14,7 +27,9 @@ directory:
     checkpoints/      last.keras (model, optimizer state and the run's own record
                       of the epochs done and the history) and state.json (the same
                       record, readable), for --resume
-    model.keras       the trained model (any backend; loads in a fresh process)
+    model.keras       the trained model (any backend; loads in a fresh process); with
+                      a teacher, the student alone (the checkpoint holds both)
+    stage1.json       stage 2 only: the stage-1 model it started from and what was carried
     model.tflite      the LCE flatbuffer (when TensorFlow and LCE are installed)
     metrics.json      configuration, per-epoch history, test metrics, verification
     summary.txt       the model's summary table and the verification report
@@ -70,6 +85,7 @@ import numpy as np
 
 __all__ = [
     "ConfigError",
+    "RECIPES",
     "RESUMABLE",
     "RunError",
     "STRATEGIES",
@@ -88,6 +104,43 @@ TF_STRATEGIES = ("mirrored", "multiworker")
 #: run's weights under other rules (see `run`). `download` only decides
 #: whether a missing data set may be fetched, never which data a run sees.
 RESUMABLE = ("out", "verbose", "stop_after", "download")
+#: The machine's side of the ImageNet-style sets, which a resumed run may
+#: change too: how many threads decode, where the ILSVRC2012 tars lie.
+#: Neither changes which images a batch holds.
+MACHINE_SETTINGS = ("workers", "manual_dir")
+OPTIMIZERS = ("sgd", "adam")
+#: The decoding and augmentation settings of the ImageNet-style sets
+#: (`keras_recu.app.imagenet.ImageNetTransform`); None takes the authors' value.
+TRANSFORM_FIELDS = {"image_size": "image_size", "resize_size": "resize_size", "crop_scale": "scale",
+                    "crop_ratio": "ratio", "lighting_std": "lighting_std"}
+#: The authors' decay rule on ImageNet: only parameters whose PyTorch name
+#: contains "conv" or "fc" (the binary kernels and their alpha, the stem
+#: conv, fc; not BatchNorm, the 1x1 downsample convs, the learnable biases or
+#: PReLU). The ImageNet builders' layer names follow the PyTorch modules', so
+#: the rule reads the same on Keras variable paths.
+AUTHORS_IMAGENET_DECAY = ("conv", "fc")
+#: `--recipe`: the defaults of every setting the authors' recipes fix; any
+#: flag given overrides them.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # TrainConfig's own defaults: the paper's CIFAR recipe.
+    "cifar": {},
+    # imagenet/run.sh: SGD 0.1, momentum 0.9, batch 512, cosine with warm-up,
+    # weight decay 1e-4 on conv and fc, 200 epochs, tau 0.85 -> 0.99.
+    "imagenet": dict(
+        model="imagenet_resnet18_1w1a", dataset="imagenet2012", epochs=200, batch_size=512,
+        optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
+        weight_decay_paths=AUTHORS_IMAGENET_DECAY, warmup_epochs=5, verify_samples=100,
+    ),
+    # imagenet_two-stage/run.sh: Adam 1e-3, weight decay 0, batch 512, 256
+    # epochs, cosine with warm-up, tau 0.85 -> 0.99, distillation from a
+    # pretrained float teacher (theirs: torchvision's ResNet-34, which
+    # keras.applications lacks; ResNet50 is the nearest it has).
+    "two-stage": dict(
+        model="imagenet_resnet18_two_stage", dataset="imagenet2012", epochs=256, batch_size=512,
+        optimizer="adam", learning_rate=1e-3, weight_decay=0.0, weight_decay_paths=AUTHORS_IMAGENET_DECAY,
+        warmup_epochs=5, verify_samples=100, stage=1, teacher="ResNet50",
+    ),
+}
 
 CHECKPOINT = "last.keras"
 STATE = "state.json"
@@ -115,7 +168,7 @@ class TrainingDiverged(RunError):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every knob of the main job; the defaults are the paper's CIFAR recipe."""
+    """Every knob of the main job; the defaults are the paper's CIFAR recipe (see `for_recipe` for the others)."""
 
     out: str = "runs/recu"
     model: str = "resnet20_1w1a"
@@ -140,6 +193,41 @@ class TrainConfig:
     jit_compile: bool = False  # XLA on the TensorFlow backend (JAX always compiles)
     verbose: Any = "auto"  # Keras' fit verbosity: "auto", 0, 1 or 2
     diagnostics: bool = False  # per-epoch weight diagnostics (keras_recu.diagnostics)
+    recipe: str = "cifar"  # which of RECIPES gave the defaults (a record; every value is its own field)
+    optimizer: str = "sgd"  # "sgd" (L2SGD, with momentum) or "adam" (L2Adam)
+    weight_decay_paths: Optional[Tuple[str, ...]] = None  # decay only variables whose path contains one; None: all
+    stage: Optional[int] = None  # two-stage recipe: 1 (float weights) or 2 (binary weights); None: one stage
+    stage1: Optional[str] = None  # stage 2: the stage-1 run directory or .keras file to start from
+    teacher: Optional[str] = None  # distillation teacher: a keras.applications name or a .keras file
+    padding: Optional[str] = None  # the builder's `padding`, "torch" or "same"; None: the builder's default
+    # ImageNet-style sets only (None: the authors' transform, keras_recu.app.imagenet.ImageNetTransform):
+    image_size: Optional[int] = None
+    resize_size: Optional[int] = None
+    crop_scale: Optional[Tuple[float, float]] = None
+    crop_ratio: Optional[Tuple[float, float]] = None
+    lighting_std: Optional[float] = None
+    decoder: str = "auto"
+    workers: Optional[int] = None
+    manual_dir: Optional[str] = None
+
+    def __post_init__(self):
+        # JSON gives lists back: the run's record compares equal to the session's settings.
+        for name in ("weight_decay_paths", "crop_scale", "crop_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+
+    @classmethod
+    def for_recipe(cls, recipe: str = "cifar", **given: Any) -> "TrainConfig":
+        """The settings of `recipe` (one of `RECIPES`), each overridden by `given`.
+
+        >>> config = TrainConfig.for_recipe("imagenet", epochs=90)
+        >>> config.optimizer, config.learning_rate, config.weight_decay, config.weight_decay_paths, config.epochs
+        ('sgd', 0.1, 0.0001, ('conv', 'fc'), 90)
+        """
+        if recipe not in RECIPES:
+            raise ConfigError(f"Unknown recipe {recipe!r}. Known: {', '.join(RECIPES)}.")
+        return cls(**{**RECIPES[recipe], **given, "recipe": recipe})
 
     @classmethod
     def from_file(cls, path: os.PathLike) -> "TrainConfig":
@@ -207,6 +295,7 @@ class TrainConfig:
             if value < minimum:
                 raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
 
+        self._validate_recipe()
         for name in ("augment", "download", "jit_compile", "diagnostics"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
@@ -239,6 +328,99 @@ class TrainConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}. Known: {', '.join(STRATEGIES)}.")
         _check_strategy_backend(self.strategy)
+        self._validate_stages()
+        self.transform()
+
+    def _validate_recipe(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"Unknown recipe {self.recipe!r}. Known: {', '.join(RECIPES)}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}. Known: {', '.join(OPTIMIZERS)}.")
+        paths = self.weight_decay_paths
+        if paths is not None and (
+            not isinstance(paths, tuple) or not paths or not all(isinstance(p, str) and p for p in paths)
+        ):
+            raise ValueError(
+                f"`weight_decay_paths` must be None (decay every trainable variable) or non-empty substrings of "
+                f"variable paths such as ('conv', 'fc'), got {paths!r}."
+            )
+        if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher.strip()):
+            raise ValueError(
+                f"`teacher` must be a keras.applications name or a .keras file, got {self.teacher!r}."
+            )
+
+    def _validate_stages(self) -> None:
+        import inspect
+
+        from keras_recu import models
+
+        if self.padding is not None:
+            if self.padding not in ("torch", "same"):
+                raise ValueError(f"`padding` must be 'torch' or 'same', got {self.padding!r}.")
+            if "padding" not in inspect.signature(models.get(self.model)).parameters:
+                raise ValueError(f"--padding: {self.model} has no padding option; drop --padding.")
+        if self.stage is None:
+            if self.stage1 is not None:
+                raise ValueError("--stage1 names the stage-1 run that stage 2 starts from: pass --stage 2 with it.")
+            return
+        if isinstance(self.stage, bool) or self.stage not in (1, 2):
+            raise ValueError(f"`stage` must be 1 (float weights) or 2 (binary weights), got {self.stage!r}.")
+        builder = models.get(self.model)
+        if "binary_weights" not in inspect.signature(builder).parameters:
+            switched = [name for name, build in models.MODELS.items()
+                        if "binary_weights" in inspect.signature(build).parameters]
+            raise ValueError(
+                f"--stage {self.stage} needs a model with a binary-weights switch ({', '.join(switched) or 'none'}); "
+                f"{self.model} has none. Drop --stage, or pass --model {switched[0] if switched else '...'}."
+            )
+        if self.stage == 1 and self.stage1 is not None:
+            raise ValueError("--stage1 is where stage 2 starts from; stage 1 starts from scratch: drop --stage1.")
+        if self.stage == 2 and not self.stage1:
+            raise ValueError(
+                "--stage 2 starts from stage 1's weights: pass --stage1 with the stage-1 run directory "
+                "(or its model.keras)."
+            )
+
+    def transform(self):
+        """The `keras_recu.app.imagenet.ImageNetTransform` of the ImageNet-style sets (None for the others)."""
+        from keras_recu.app import data
+
+        given = {name: getattr(self, name) for name in TRANSFORM_FIELDS if getattr(self, name) is not None}
+        if self.dataset not in getattr(data, "IMAGENET_DATASETS", ()):
+            settings = [_flag(name) for name in given]
+            if self.decoder != "auto":
+                settings.append("--decoder")
+            if self.workers is not None:
+                settings.append("--workers")
+            if self.manual_dir is not None:
+                settings.append("--manual-dir")
+            if settings:
+                raise ValueError(
+                    f"{', '.join(settings)} apply to the ImageNet-style data sets "
+                    f"({', '.join(getattr(data, 'IMAGENET_DATASETS', ()))}) only, not to {self.dataset}."
+                )
+            return None
+        from keras_recu.app import imagenet
+
+        if self.decoder not in imagenet.DECODERS:
+            raise ValueError(f"Unknown decoder {self.decoder!r}. Known: {', '.join(imagenet.DECODERS)}.")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise ValueError(f"`workers` must be an integer >= 1, got {self.workers!r}.")
+        if not given:
+            return None
+        return dataclasses.replace(
+            imagenet.ImageNetTransform(), **{TRANSFORM_FIELDS[name]: value for name, value in given.items()}
+        )
+
+    def data_arguments(self) -> Dict[str, Any]:
+        """The keyword arguments of `data.load` this run's data set takes beyond the common ones."""
+        from keras_recu.app import data
+
+        if self.dataset not in getattr(data, "IMAGENET_DATASETS", ()):
+            return {}
+        return dict(transform=self.transform(), decoder=self.decoder, workers=self.workers,
+                    manual_dir=self.manual_dir)
 
 
 def _backend() -> str:
@@ -273,7 +455,7 @@ def _conflicts(saved: TrainConfig, given: TrainConfig) -> List[str]:
     lines = []
     for field in dataclasses.fields(TrainConfig):
         before, after = getattr(saved, field.name), getattr(given, field.name)
-        if field.name in RESUMABLE or before == after:
+        if field.name in RESUMABLE + MACHINE_SETTINGS or before == after:
             continue
         line = f"{_flag(field.name)}: saved {before!r}, given {after!r}"
         if field.name == "epochs":
@@ -591,33 +773,82 @@ def _check_batches_divide(config: TrainConfig, info) -> None:
 
 
 def _build_model(config: TrainConfig, info, steps_per_epoch: int):
+    """(the model to fit, the student): the same model, or a `Distiller` around it when a teacher is given."""
     import keras
 
     from keras_recu import models
-    from keras_recu.optimizers import L2SGD
 
-    model = models.get(config.model)(
+    options = {} if config.stage is None else {"binary_weights": config.stage == 2}
+    if config.padding is not None:
+        options["padding"] = config.padding
+    student = models.get(config.model)(
         input_shape=info.input_shape,
         num_classes=info.num_classes,
         tau=config.tau_min,
         # JAX's data-parallel step computes the batch statistics over the
         # global batch by itself; tf.distribute needs synchronized BatchNorm.
         sync_batch_norm=config.strategy in TF_STRATEGIES,
+        **options,
     )
+    model = student
+    if config.teacher is not None:
+        from keras_recu.app.distill import Distiller, load_teacher
+
+        try:
+            teacher = load_teacher(config.teacher, info.input_shape, info.mean, info.std)
+            model = Distiller(student, teacher, name="distiller")
+        except ValueError as error:
+            raise ConfigError(f"--teacher {config.teacher}: {error}") from None
     backend = _backend()
     model.compile(
-        optimizer=L2SGD(
-            learning_rate_schedule(config, steps_per_epoch),
-            momentum=config.momentum,
-            l2=config.weight_decay,
-        ),
+        optimizer=_optimizer(config, steps_per_epoch),
+        # Validation (and training without a teacher): cross-entropy on the labels.
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         # --jit-compile is TensorFlow's XLA switch. On JAX, jit_compile=False
         # would run every step eagerly; on torch, True would mean torch.compile.
         jit_compile={"tensorflow": config.jit_compile, "jax": True}.get(backend, False),
     )
-    return model
+    return model, student
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int):
+    """L2SGD or L2Adam with PyTorch's coupled weight decay on the variables `weight_decay_paths` picks."""
+    from keras_recu.optimizers import L2Adam, L2SGD
+
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        return L2Adam(schedule, l2=config.weight_decay, l2_paths=config.weight_decay_paths)
+    return L2SGD(schedule, momentum=config.momentum, l2=config.weight_decay, l2_paths=config.weight_decay_paths)
+
+
+def _carry_stage1(config: TrainConfig, student) -> dict:
+    """Stage 2's start: stage 1's weights, copied by variable path into `student`; what was carried."""
+    import keras
+
+    from keras_recu.app import two_stage
+
+    try:
+        path = two_stage.stage1_model_path(config.stage1)
+    except FileNotFoundError as error:
+        raise RunError(str(error)) from None
+    try:
+        source = keras.models.load_model(path, compile=False)
+    except Exception as error:  # whatever the file holds: one line, not Keras' traceback
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise RunError(
+            f"--stage1 {config.stage1}: cannot load {path} ({type(error).__name__}: {first}); pass the stage-1 "
+            "run directory or its model.keras."
+        ) from None
+    try:
+        carried = two_stage.carry_weights(source, student)
+    except two_stage.StageMismatch as error:
+        raise RunError(f"--stage1 {config.stage1}: {error}") from None
+    print(
+        f"Stage 2 starts from stage 1 ({path}): {carried['variables']} variables, {carried['values']:,} values, "
+        f"of {len(carried['layers'])} layers carried over."
+    )
+    return {"source": str(path), **carried}
 
 
 def _binary_kernels(model, count: int = 3) -> Dict[str, np.ndarray]:
@@ -749,10 +980,11 @@ def _prepare(config: TrainConfig, resume: bool) -> Tuple[TrainConfig, _RunFiles,
             raise RunError(
                 f"--resume continues the run in {out} with its saved settings, and these differ: "
                 + "; ".join(conflicts)
-                + f". Drop those flags (only {', '.join(_flag(name) for name in RESUMABLE[1:])} "
-                "may change), or start a new run with another --out."
+                + f". Drop those flags (only {', '.join(_flag(name) for name in RESUMABLE[1:])} may change, "
+                f"and where the data is read: {', '.join(_flag(name) for name in MACHINE_SETTINGS)}), or start a "
+                "new run with another --out."
             )
-        config = dataclasses.replace(saved, **{name: getattr(config, name) for name in RESUMABLE})
+        config = dataclasses.replace(saved, **{name: getattr(config, name) for name in RESUMABLE + MACHINE_SETTINGS})
     elif files.holds_run():
         raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
     config.validate()
@@ -816,12 +1048,14 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
         limit_test=config.limit_test,
         seed=config.seed,
         download=config.download,
+        **config.data_arguments(),
     )
     steps_per_epoch = len(train)
     if config.strategy == "data-parallel":
         _check_batches_divide(config, info)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = _build_model(config, info, steps_per_epoch)
+        model, student = _build_model(config, info, steps_per_epoch)
+        carried = _carry_stage1(config, student) if config.stage1 and not epochs_done else None
         if epochs_done:
             # Rebuilt and compiled as in the first session, then the state:
             # load_model would compile from the saved config, where a default
@@ -841,6 +1075,8 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
             if directory.exists():
                 _remove_temporaries(directory)
         _write_json(out / "config.json", dataclasses.asdict(config))
+        if carried is not None:
+            _write_json(out / "stage1.json", carried)
         if epochs_done:
             # A kill may fall between the checkpoint and the files written
             # after it: they are rebuilt from the checkpoint's own record.
@@ -849,7 +1085,7 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
             _write_text(out / "history.csv", _history_csv(history))
     initial_path = target / "initial_kernels.npz"
     if not epochs_done:
-        kernels = _binary_kernels(model)
+        kernels = _binary_kernels(student)
         atomic_write(initial_path, lambda temporary: np.savez(temporary, **kernels))
     if config.diagnostics:
         _trim_diagnostics(target / "diagnostics.jsonl", epochs_done)
@@ -857,7 +1093,8 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
     start = time.perf_counter()
     if epochs_done < last_epoch:
         session = _session_callback(files, history)
-        callbacks = [TauScheduler(config.tau_min, config.tau_max, epochs=config.epochs)]
+        # Stage 1's kernels are float: no clamp, so no tau to schedule.
+        callbacks = [] if config.stage == 1 else [TauScheduler(config.tau_min, config.tau_max, epochs=config.epochs)]
         if config.diagnostics:
             callbacks += _diagnostics_callbacks(config, target)
         model.fit(
@@ -895,7 +1132,7 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
             "history": _history_columns(history),
             "train_seconds_this_session": round(train_seconds, 1),
         }
-    return _finish(config, model, test, info, files, history, train_seconds)
+    return _finish(config, model, student, test, info, files, history, train_seconds)
 
 
 def _trim_diagnostics(path: Path, epochs_done: int) -> None:
@@ -906,11 +1143,11 @@ def _trim_diagnostics(path: Path, epochs_done: int) -> None:
         _write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _finish(config, model, test, info, files: _RunFiles, history: List[dict], train_seconds: float) -> dict:
-    """Evaluate, save model.keras, convert and verify, write metrics.json and the report (the chief)."""
+def _finish(config, model, student, test, info, files: _RunFiles, history: List[dict], train_seconds: float) -> dict:
+    """Evaluate, save model.keras (the student alone), convert and verify, write metrics.json and the report (the chief)."""
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     target = files.target
-    atomic_write(target / "model.keras", lambda temporary: model.save(temporary))
+    atomic_write(target / "model.keras", lambda temporary: student.save(temporary))
     if files.target != files.source:
         # Every worker takes part in evaluate() (a collective); only the chief reports.
         return {"complete": True, "chief": False, "test_accuracy": float(test_accuracy)}
@@ -922,7 +1159,7 @@ def _finish(config, model, test, info, files: _RunFiles, history: List[dict], tr
         "config": dataclasses.asdict(config),
         "dataset": dataclasses.asdict(info),
         "backend": _backend(),
-        "parameters": int(model.count_params()),
+        "parameters": int(student.count_params()),
         "history": columns,
         "train_seconds_this_session": round(train_seconds, 1),
         "test_loss": float(test_loss),
@@ -930,19 +1167,26 @@ def _finish(config, model, test, info, files: _RunFiles, history: List[dict], tr
     }
     if config.diagnostics:
         metrics.update(_diagnostics(columns, out))
-    images = _first_images(test, config.verify_samples)
-    deployment, report_text = _deploy(out, images)
+    if (out / "stage1.json").exists():
+        metrics["stage1"] = json.loads((out / "stage1.json").read_text())
+    if config.stage == 1:
+        # Float kernels: nothing LCE could binarize. Stage 2 is the deployable model.
+        note = (f"not converted: stage 1 trains float weights (binary activations only); stage 2 is the "
+                f"deployable model: keras-recu train --recipe two-stage --stage 2 --stage1 {out} --out RUN2")
+        deployment, report_text = {"converted": False, "note": note}, note
+    else:
+        deployment, report_text = _deploy(out, _first_images(test, config.verify_samples))
     metrics["deployment"] = deployment
     table = io.StringIO()
     with contextlib.redirect_stdout(table):
         from keras_recu.profile import summary
 
-        summary(model)
+        summary(student)
     _write_text(out / "summary.txt", table.getvalue() + "\n" + report_text + "\n")
     _write_json(out / "metrics.json", metrics)
     from keras_recu.app.report import write_report
 
-    write_report(out, metrics, initial=dict(np.load(out / "initial_kernels.npz")), final=_binary_kernels(model))
+    write_report(out, metrics, initial=dict(np.load(out / "initial_kernels.npz")), final=_binary_kernels(student))
     return metrics
 
 
@@ -1034,7 +1278,7 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
         saved = TrainConfig.from_file(path / "config.json")
         dataset, data_dir = saved.dataset, data_dir or saved.data_dir
         settings = dict(limit_train=saved.limit_train, limit_test=saved.limit_test, seed=saved.seed,
-                        download=saved.download)
+                        download=saved.download, **saved.data_arguments())
         batch_size = batch_size or saved.batch_size
     if dataset is None:
         raise RunError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
@@ -1046,9 +1290,23 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
             f"cannot load {model_path} as a Keras model ({type(error).__name__}: {first}). Pass a run "
             "directory or a .keras file written by model.save or keras-recu train."
         ) from None
+    if not settings and dataset in getattr(data, "IMAGENET_DATASETS", ()):
+        # A bare model: the authors' evaluation transform (resize 256, center crop 224), scaled to its input.
+        settings = dict(transform=_evaluation_transform(model))
     _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     loss, accuracy = model.evaluate(test, verbose=0)
     return {"model": str(model_path), "dataset": info.name, "test_examples": info.test_examples,
             "test_loss": float(loss), "test_accuracy": float(accuracy)}
 
+
+def _evaluation_transform(model):
+    """The authors' evaluation transform for a model's input side: resize to side * 256 / 224, center crop."""
+    from keras_recu.app import imagenet
+
+    default = imagenet.ImageNetTransform()
+    side = model.inputs[0].shape[1]
+    if side is None or side == default.image_size:
+        return None
+    return dataclasses.replace(default, image_size=int(side),
+                               resize_size=int(round(side * default.resize_size / default.image_size)))
