@@ -358,6 +358,7 @@ def test_vanilla_imagenet_recipe_trains_evaluates_on_a_jpeg_tree(tmp_path):
     assert (config["recipe"], config["optimizer"], config["learning_rate"], config["momentum"],
             config["weight_decay"], config["weight_decay_paths"]) == ("imagenet", "sgd", 0.1, 0.9, 1e-4, ["conv", "fc"])
     assert metrics["dataset"]["input_shape"] == [32, 32, 3] and metrics["dataset"]["num_classes"] == 3
+    assert metrics["input_wait_this_session"]["batches"] == 2  # 12 images in batches of 6
 
     evaluated = cli(["evaluate", str(run)], label="imagenet evaluate")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

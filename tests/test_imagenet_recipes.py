@@ -372,3 +372,13 @@ def test_evaluate_takes_a_bare_model_at_its_own_input_size(tmp_path):
     result = evaluate(str(tmp_path / "bare.keras"), "image_folder", str(tree))
     assert result["dataset"] == "image_folder" and result["test_examples"] == 6
     assert 0.0 <= result["test_accuracy"] <= 1.0 and np.isfinite(result["test_loss"])
+
+
+def test_a_keras_applications_teacher_sees_its_own_input_and_gives_logits(rng):
+    """The default kind of teacher, built without its download: resized to 224, its preprocessing, no softmax."""
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    teacher = distill.load_teacher("MobileNetV2", (32, 32, 3), mean, std, weights=None)
+    adapter = teacher.get_layer("teacher_input")
+    assert adapter.size == [224, 224] and adapter.application == "mobilenet_v2" and not teacher.trainable
+    logits = to_numpy(teacher(rng.normal(size=(2, 32, 32, 3)).astype("float32"), training=False))
+    assert logits.shape == (2, 1000) and not np.allclose(logits.sum(-1), 1.0)

@@ -176,6 +176,7 @@ def load_teacher(
     input_shape: Tuple[int, ...],
     mean: Sequence[float],
     std: Sequence[float],
+    weights: Optional[str] = "imagenet",
 ) -> keras.Model:
     """The frozen teacher named by `spec`, taking the student's (normalized) input and giving logits.
 
@@ -183,8 +184,9 @@ def load_teacher(
     the student's input as it is (normalized images) and gives logits, or
     the name of a `keras.applications` model ("ResNet50", "EfficientNetB0",
     ...), built with its ImageNet weights (downloaded on first use to
-    ~/.keras/models), its classifier giving logits, and a `TeacherInput`
-    in front that turns the student's images into that model's input.
+    ~/.keras/models; `weights=None` for random ones, in tests), its
+    classifier giving logits, and a `TeacherInput` in front that turns the
+    student's images into that model's input.
 
     Raises:
         ValueError: `spec` names neither an existing file nor a keras.applications model.
@@ -196,12 +198,12 @@ def load_teacher(
             raise ValueError(f"--teacher {spec}: no such file; pass a .keras model or a keras.applications name.")
         teacher = keras.models.load_model(path, compile=False)
     else:
-        teacher = _application_teacher(spec, tuple(input_shape), mean, std)
+        teacher = _application_teacher(spec, tuple(input_shape), mean, std, weights)
     teacher.trainable = False
     return teacher
 
 
-def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std) -> keras.Model:
+def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std, weights: Optional[str]) -> keras.Model:
     builder = getattr(keras.applications, name, None)
     if not callable(builder) or not name[:1].isupper():
         known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
@@ -211,7 +213,7 @@ def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std) -> 
         )
     application = builder.__module__.rsplit(".", 1)[-1]
     try:
-        network = builder(weights="imagenet", classifier_activation=None)
+        network = builder(weights=weights, classifier_activation=None)
     except Exception as error:  # a download failure surfaces as several exception types
         raise OSError(
             f"cannot get the ImageNet weights of keras.applications.{name} ({type(error).__name__}: "
@@ -219,7 +221,8 @@ def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std) -> 
             "once (Keras caches them in ~/.keras/models), or pass --teacher PATH.keras."
         ) from None
     size = tuple(network.inputs[0].shape[1:3])
+    # A network of any input size takes the student's as it is.
+    resize = None if None in size or size == tuple(input_shape[:2]) else size
     inputs = keras.Input(input_shape)
-    adapted = TeacherInput(mean, std, application=application,
-                           size=None if size == tuple(input_shape[:2]) else size, name="teacher_input")(inputs)
+    adapted = TeacherInput(mean, std, application=application, size=resize, name="teacher_input")(inputs)
     return keras.Model(inputs, network(adapted), name=f"teacher_{network.name}")

@@ -182,6 +182,13 @@ def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final
         + (f", trained on the {metrics['backend']} backend" if metrics.get("backend") else ""),
         f"- {metrics['parameters']:,} parameters; tau {config['tau_min']} -> {config['tau_max']}",
         *_recipe_lines(config, metrics),
+        *(
+            [f"- input pipeline: training waited {metrics['input_wait_this_session']['seconds']} s for decoded "
+             f"batches over {metrics['input_wait_this_session']['batches']} batches "
+             f"({metrics['train_seconds_this_session']} s of training in this session)"]
+            if metrics.get("input_wait_this_session")
+            else []
+        ),
         *_deployment_lines(metrics.get("deployment") or {}),
         "",
         "![accuracy and loss](training.png)",

@@ -1132,7 +1132,18 @@ def _session(config: TrainConfig, files: _RunFiles, resume: bool) -> dict:
             "history": _history_columns(history),
             "train_seconds_this_session": round(train_seconds, 1),
         }
-    return _finish(config, model, student, test, info, files, history, train_seconds)
+    metrics = _finish(config, model, student, test, info, files, history, train_seconds,
+                      input_wait=_input_wait(train, train_seconds))
+    return metrics
+
+
+def _input_wait(train, train_seconds: float) -> Optional[dict]:
+    """How long this session's training steps waited for the input pipeline (the streaming sets record it)."""
+    waited = getattr(train, "wait_seconds", None)
+    if waited is None:
+        return None
+    return {"seconds": round(float(waited), 2), "batches": int(getattr(train, "batches_served", 0)),
+            "share_of_training": round(float(waited) / train_seconds, 4) if train_seconds > 0 else None}
 
 
 def _trim_diagnostics(path: Path, epochs_done: int) -> None:
@@ -1143,7 +1154,8 @@ def _trim_diagnostics(path: Path, epochs_done: int) -> None:
         _write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _finish(config, model, student, test, info, files: _RunFiles, history: List[dict], train_seconds: float) -> dict:
+def _finish(config, model, student, test, info, files: _RunFiles, history: List[dict], train_seconds: float,
+            input_wait: Optional[dict] = None) -> dict:
     """Evaluate, save model.keras (the student alone), convert and verify, write metrics.json and the report (the chief)."""
     test_loss, test_accuracy = model.evaluate(test, verbose=0)
     target = files.target
@@ -1167,6 +1179,9 @@ def _finish(config, model, student, test, info, files: _RunFiles, history: List[
     }
     if config.diagnostics:
         metrics.update(_diagnostics(columns, out))
+    if input_wait is not None:
+        # Training time spent waiting for decoded batches: near 0 means decoding kept up with the steps.
+        metrics["input_wait_this_session"] = input_wait
     if (out / "stage1.json").exists():
         metrics["stage1"] = json.loads((out / "stage1.json").read_text())
     if config.stage == 1:
