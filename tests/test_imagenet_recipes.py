@@ -382,3 +382,20 @@ def test_a_keras_applications_teacher_sees_its_own_input_and_gives_logits(rng):
     assert adapter.size == [224, 224] and adapter.application == "mobilenet_v2" and not teacher.trainable
     logits = to_numpy(teacher(rng.normal(size=(2, 32, 32, 3)).astype("float32"), training=False))
     assert logits.shape == (2, 1000) and not np.allclose(logits.sum(-1), 1.0)
+
+
+@pytest.mark.parametrize("name", ["imagenet_resnet18_1w1a", "imagenet_resnet18_two_stage"])
+def test_the_decay_rule_picks_the_same_parameters_as_the_authors_param_groups(name):
+    """imagenet/main.py: weight decay only on named_parameters() whose name holds "conv" or "fc"."""
+    from tests import torch_models
+
+    reference = getattr(torch_models, name)(num_classes=10)
+    authors = [(n, p.numel()) for n, p in reference.named_parameters() if p.requires_grad]
+    want = sum(size for n, size in authors if "conv" in n or "fc" in n), sum(
+        size for n, size in authors if not ("conv" in n or "fc" in n))
+    assert want[0] and want[1]
+
+    optimizer = L2SGD(0.1, 0.9, l2=1e-4, l2_paths=RECIPES["imagenet"]["weight_decay_paths"])
+    model = getattr(models, name)((32, 32, 3), num_classes=10)
+    sizes = [(optimizer.decays(v), int(np.prod(v.shape))) for v in model.trainable_variables]
+    assert (sum(s for d, s in sizes if d), sum(s for d, s in sizes if not d)) == want
