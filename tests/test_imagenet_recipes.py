@@ -399,3 +399,15 @@ def test_the_decay_rule_picks_the_same_parameters_as_the_authors_param_groups(na
     model = getattr(models, name)((32, 32, 3), num_classes=10)
     sizes = [(optimizer.decays(v), int(np.prod(v.shape))) for v in model.trainable_variables]
     assert (sum(s for d, s in sizes if d), sum(s for d, s in sizes if not d)) == want
+
+
+def test_an_undownloadable_teacher_says_how_to_go_on(monkeypatch):
+    def offline(**kwargs):
+        assert kwargs == {"weights": "imagenet", "classifier_activation": None}
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: Name or service not known")
+
+    offline.__module__ = keras.applications.ResNet50.__module__
+    monkeypatch.setattr(keras.applications, "ResNet50", offline)
+    with pytest.raises(OSError, match=r"cannot get the ImageNet weights of keras.applications.ResNet50 .*"
+                                      r"Connect to the internet once .* or pass --teacher PATH.keras"):
+        distill.load_teacher("ResNet50", (224, 224, 3), (0, 0, 0), (1, 1, 1))
