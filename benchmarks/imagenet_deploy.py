@@ -189,7 +189,7 @@ def markdown(result: Dict[str, Any]) -> str:
     """The side-by-side tables of BENCHMARKS.md's ImageNet section."""
     threads = [f"{t} thread(s)" for t in result["threads"]]
     header = ["model", "padding", "binary convs as LceBconv2d", "LCE flatbuffer", "float32 TFLite", "smaller by",
-              "parity (max rel. error, argmax)"]
+              "parity: samples within 1e-3, max rel. error, argmax agreement"]
     header += [f"LCE latency, portable kernels, x86, {t}" for t in threads]
     header += [f"float32 TFLite (XNNPACK), x86, {t}" for t in threads]
     rows = []
@@ -197,7 +197,8 @@ def markdown(result: Dict[str, Any]) -> str:
         parity = m["parity"]
         row = [m["model"], m["padding"], f"{m['census'].get('LceBconv2d', 0)} of {m['binary_convs']}",
                _mib(m["lce_flatbuffer_bytes"]), _mib(m["float32_tflite_bytes"]), f"{m['size_ratio_float_over_lce']}x",
-               f"{parity['max_rel_error']:.1e}, {parity['argmax_agreement']:.0%}"]
+               f"{parity['matching_samples']:.0%} of {parity['samples']}, {parity['max_rel_error']:.1e}, "
+               f"{parity['argmax_agreement']:.0%}"]
         row += [f"{m['latency_ms_single_image'][t]['lce_flatbuffer']:.1f} ms" for t in threads]
         row += [f"{m['latency_ms_single_image'][t]['float32_tflite']:.1f} ms" for t in threads]
         rows.append(row)
