@@ -37,6 +37,9 @@ and single-image latency:
 
     PYTHONPATH=. .venv/bin/python benchmarks/imagenet_deploy.py --padding-formulations --runs 60 \\
         --json benchmarks/results/imagenet-deploy-padding.json
+
+With `--padding-cost RUN...` it evaluates `keras-recu train --padding torch`
+runs under both paddings (see `padding_cost`).
 """
 
 from __future__ import annotations
@@ -312,6 +315,47 @@ def padding_formulations(args) -> Dict[str, Any]:
             "environment": harness.environment()}
 
 
+# --- what Keras' padding costs a model trained with PyTorch's ----------------------------------
+
+
+def padding_cost(run_dir: str) -> Dict[str, Any]:
+    """Test accuracy of a `keras-recu train --padding torch` run as trained, rebuilt with padding="same"
+    (same weights), and rebuilt with "same" after re-estimating BatchNorm statistics on the training
+    images (forward passes in training mode, no gradient step). The test split is normalized as in
+    training (the run's data set, --limit-train and seed)."""
+    from keras_recu.app import data
+
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    if config.get("padding") != "torch":
+        raise SystemExit(f"{run_dir} was not trained with --padding torch (its padding: {config.get('padding')!r}).")
+    trained = keras.saving.load_model(Path(run_dir) / "model.keras", compile=False)
+    train, test, info = data.load(config["dataset"], 256, augment=False, limit_train=config.get("limit_train"),
+                                  limit_test=config.get("limit_test"), seed=config.get("seed", 0))
+
+    def accuracy(model: keras.Model) -> float:
+        hits = 0
+        for i in range(len(test)):
+            images, labels = test[i]
+            hits += int((keras.ops.convert_to_numpy(model(images, training=False)).argmax(-1) == labels).sum())
+        return hits / info.test_examples
+
+    same = models.get(config["model"])(input_shape=info.input_shape, num_classes=info.num_classes, padding="same")
+    same.set_weights(trained.get_weights())
+    result = {"run": str(run_dir), "model": config["model"], "dataset": info.name, "epochs": config.get("epochs"),
+              "limit_train": config.get("limit_train"), "seed": config.get("seed"), "test_examples": info.test_examples,
+              "torch": accuracy(trained), "same": accuracy(same)}
+    for layer in same.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9  # two passes of 40 batches leave < 1e-3 of the old statistics
+    for _ in range(2):
+        for i in range(len(train)):
+            same(train[i][0], training=True)
+    result["same_batch_norm_reestimated"] = accuracy(same)
+    result["environment"] = harness.environment()
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(BUILDERS), help="comma-separated: " + ", ".join(BUILDERS))
@@ -326,8 +370,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--markdown", help="also write the tables here")
     parser.add_argument("--padding-formulations", action="store_true",
                         help="instead: one binary stride-2 conv with PyTorch's padding, formulated six ways")
+    parser.add_argument("--padding-cost", nargs="+", metavar="RUN",
+                        help="instead: test accuracy of these --padding torch runs under both paddings")
     args = parser.parse_args(argv)
     args.threads = [int(t) for t in args.threads.split(",")]
+    if args.padding_cost:
+        result = {"padding_cost": [padding_cost(run) for run in args.padding_cost]}
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        return result
     if args.padding_formulations:
         result = padding_formulations(args)
         if args.json:
