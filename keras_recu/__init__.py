@@ -7,13 +7,15 @@ per concept:
 
 * `keras_recu.ops`: the ReCU math (standardize, Laplace threshold, clamp,
   sign, activation gradient, tau schedule), used by everything else;
-* `keras_recu.quantizers`: `ReCUSign`, `ReCUInputSign`, `SteSign`;
+* `keras_recu.quantizers`: `ReCUSign`, `ReCUInputSign`, `SteSign`, `NoOp`;
 * `keras_recu.constraints`: `ReCUClamp`;
 * `keras_recu.callbacks`: `TauScheduler`;
 * `keras_recu.layers`: `QuantConv2D`, `QuantDense`, `QuantDepthwiseConv2D`,
-  `ReCUConv2D`;
-* `keras_recu.models`: the paper's ResNet-20/18/34 and VGG-small 1w1a;
-* `keras_recu.optimizers`: `L2SGD`, SGD with PyTorch's coupled weight decay;
+  `ReCUConv2D`, `LearnableBias`;
+* `keras_recu.models`: the paper's CIFAR ResNet-20/18/34 and VGG-small 1w1a,
+  its ImageNet ResNet-18/34 1w1a and the two-stage ResNet-18;
+* `keras_recu.optimizers`: `L2SGD`, `L2Adam`, with PyTorch's coupled weight decay;
+* `keras_recu.losses`: `DistributionLoss`, the two-stage recipe's distillation loss;
 * `keras_recu.diagnostics`: what ReCU does to the weights;
 * `keras_recu.profile`: `summary`, larq's summary table for Keras 3 models
   (also as `keras_recu.summary`);
@@ -21,11 +23,13 @@ per concept:
   holders of a model (`keras_recu._compat` holds the few private Keras
   attributes that needs).
 
-Above it, each needing TensorFlow:
+Above it, each needing TensorFlow (or torch, for reading checkpoints):
 
 * `keras_recu.deploy`: `convert`, `verify` and `convert_saved` with
   larq-compute-engine;
 * `keras_recu.larq`: the same method for larq's layers under tf-keras;
+* `keras_recu.torch_import`: the authors' PyTorch checkpoints into the Keras
+  models (torch only to read the files);
 * `keras_recu.app`: data pipelines, the training job, its report, the CLI.
 
 Importing any `keras_recu` module registers every serializable object of the
@@ -41,8 +45,8 @@ import sys
 __version__ = "0.1.0"
 
 _CORE = ("ops", "quantizers", "constraints", "callbacks", "layers", "models",
-         "optimizers", "diagnostics", "profile", "inspection")
-_SUBMODULES = (*_CORE, "app", "deploy", "larq")
+         "optimizers", "losses", "diagnostics", "profile", "inspection")
+_SUBMODULES = (*_CORE, "app", "deploy", "larq", "torch_import")
 
 __all__ = [*_SUBMODULES, "summary", "__version__"]
 
@@ -78,7 +82,7 @@ if os.path.basename(sys.argv[0] or "") == "keras-recu":
     # lines, printed when Keras imports it (before keras_recu.app.cli runs),
     # would bury them. A library import leaves the user's logging alone.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-for _name in ("quantizers", "constraints", "layers", "models", "optimizers"):
+for _name in ("quantizers", "constraints", "layers", "models", "optimizers", "losses"):
     # These define every serializable object of the core.
     importlib.import_module(f"keras_recu.{_name}")
 del _name

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_recu"
 
 # The backend-neutral core: Keras 3 on TensorFlow, JAX or torch.
 CORE = (
-    "ops", "quantizers", "constraints", "callbacks", "layers", "models", "optimizers",
+    "ops", "quantizers", "constraints", "callbacks", "layers", "models", "optimizers", "losses",
     "diagnostics", "profile", "inspection", "_tau", "_compat",
 )
 # Above the core, importing downward only.
