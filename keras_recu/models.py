@@ -113,7 +113,7 @@ import keras
 from keras import ops
 
 from keras_recu import quantizers
-from keras_recu.layers import LearnableBias, ReCUConv2D
+from keras_recu.layers import LearnableBias, QuantConv2D, ReCUConv2D
 
 __all__ = [
     "BinaryConvFactory",
@@ -253,6 +253,16 @@ def _kaiming_normal_fan_in():
 def _kaiming_normal_fan_out():
     """VGG-small's `normal_(0, sqrt(2 / (k * k * out_channels)))`, untruncated."""
     return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+
+def _torch_conv_init():
+    """PyTorch's default Conv2d init, kaiming_uniform_(a=sqrt(5)): U(+-1/sqrt(fan_in)).
+
+    A new instance per layer: an unseeded Keras initializer draws its seed
+    once, so one instance shared by two same-shaped layers would give them
+    the same weights.
+    """
+    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def _torch_linear_init(fan_in: int):
@@ -778,13 +788,12 @@ def imagenet_resnet18_two_stage(
     binary_conv_layer = _binary_conv_builder(binary_conv if binary_weights else float_kernel_conv2d, padding)
     # No init loop in this file of the authors': PyTorch's defaults throughout
     # (convs U(+-1/sqrt(fan_in)), BN weight 1, PReLU 0.25).
-    torch_conv_init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
-    x = _imagenet_stem(inputs, padding=padding, initializer=torch_conv_init, sync=sync, hardtanh=False)
+    x = _imagenet_stem(inputs, padding=padding, initializer=_torch_conv_init(), sync=sync, hardtanh=False)
     for stage, index, filters, strides in _imagenet_stages((4, 4, 4, 4)):
         prefix = f"layer{stage}_{index}"
         residual = x
         y = LearnableBias(name=f"{prefix}_move0")(x)
-        y = binary_conv_layer(filters, strides, tau, torch_conv_init, f"{prefix}_conv")(y)
+        y = binary_conv_layer(filters, strides, tau, _torch_conv_init(), f"{prefix}_conv")(y)
         y = _batch_norm(sync, f"{prefix}_bn")(y)
         if strides != 1 or x.shape[-1] != filters:
             residual = keras.layers.AveragePooling2D(
@@ -792,7 +801,7 @@ def imagenet_resnet18_two_stage(
                 name=f"{prefix}_downsample_0",
             )(x)
             residual = keras.layers.Conv2D(
-                filters, 1, use_bias=False, kernel_initializer=torch_conv_init,
+                filters, 1, use_bias=False, kernel_initializer=_torch_conv_init(),
                 name=f"{prefix}_downsample_1",
             )(residual)
             residual = _batch_norm(sync, f"{prefix}_downsample_2")(residual)
@@ -927,7 +936,9 @@ def float_twin(model: keras.Model) -> keras.Model:
     """The same network with every `ReCUConv2D` replaced by a float `Conv2D`.
 
     Same graph, shapes, names and initializers; no quantizers and no alpha
-    (a float conv needs no output scale). The full-precision baseline of an
+    (a float conv needs no output scale). A conv with `torch_padding=True`
+    becomes a `QuantConv2D` without quantizers, a float conv that keeps
+    PyTorch's padding. The full-precision baseline of an
     ablation, and the float32 reference of a size comparison. Weights are
     freshly initialized, not copied.
 
@@ -938,9 +949,16 @@ def float_twin(model: keras.Model) -> keras.Model:
 
     def clone(layer):
         if isinstance(layer, ReCUConv2D):
+            initializer = keras.initializers.get(keras.initializers.serialize(layer.kernel_initializer))
+            if layer.torch_padding:
+                # A QuantConv2D without quantizers is a float conv; it keeps PyTorch's padding.
+                return QuantConv2D(
+                    layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
+                    use_bias=False, kernel_initializer=initializer, name=layer.name, torch_padding=True,
+                )
             return keras.layers.Conv2D(
                 layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
-                use_bias=False, kernel_initializer=layer.kernel_initializer, name=layer.name,
+                use_bias=False, kernel_initializer=initializer, name=layer.name,
             )
         return layer.__class__.from_config(layer.get_config())
 

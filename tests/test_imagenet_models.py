@@ -29,6 +29,12 @@ TOLERANCE = 1e-5
 NAMES = ("imagenet_resnet18_1w1a", "imagenet_resnet34_1w1a", "imagenet_resnet18_two_stage")
 
 
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """The transcriptions' latent kernels come from PyTorch's own init: the same in every run."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="module")
 def keras_models():
     """Each builder's model at 224x224, 1000 classes, built once for the module."""
@@ -86,12 +92,17 @@ class _FloatWeightConv(torch_models.BinarizeConv2d):
 
 
 def test_stage_one_forward_equals_binary_activations_with_float_weights():
+    # Float kernels give the binarized activations of the next block values
+    # near zero whose sign can hang on float32 rounding, which differs
+    # between the frameworks: a seeded init and 64x64 (16x fewer activations
+    # than 224) keep this a test of the graph, not of a sign tie.
+    torch.manual_seed(13)
     net = torch_models.imagenet_resnet18_two_stage()
     for module in net.modules():
         if isinstance(module, torch_models.BinarizeConv2d):
             module.__class__ = _FloatWeightConv
     net = torch_models.randomize_(net, seed=13).eval()
-    model = models.imagenet_resnet18_two_stage(binary_weights=False)
+    model = models.imagenet_resnet18_two_stage(input_shape=(64, 64, 3), binary_weights=False)
     load_torch_state_dict(model, net.state_dict())  # the tau buffers have no holder in stage 1
     assert _forward_difference(model, net, seed=14) < TOLERANCE
 

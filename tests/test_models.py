@@ -348,3 +348,14 @@ def test_constant_padding_pads_max_pool_with_minus_infinity(rng):
     np.testing.assert_array_equal(pooled, expected)
     with pytest.raises(ValueError, match="padding"):
         ConstantPadding2D(((1, 2),))
+
+
+def test_every_conv_starts_from_its_own_draw_and_float_twin_keeps_torch_padding():
+    model = models.imagenet_resnet18_two_stage(input_shape=(64, 64, 3), num_classes=10)
+    kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in layers_of(model, ReCUConv2D)]
+    same_shape = [k for k in kernels if k.shape == kernels[1].shape]
+    assert len(same_shape) > 2 and not any(np.array_equal(same_shape[0], k) for k in same_shape[1:])
+    twin = models.float_twin(model)
+    flipped = [layer for layer in layers_of(twin, QuantConv2D) if layer.torch_padding]
+    assert len(flipped) == 16 and all(layer.input_quantizer is None for layer in flipped)
+    assert not layers_of(twin, ReCUConv2D)
