@@ -949,7 +949,9 @@ def float_twin(model: keras.Model) -> keras.Model:
 
     def clone(layer):
         if isinstance(layer, ReCUConv2D):
-            initializer = keras.initializers.get(keras.initializers.serialize(layer.kernel_initializer))
+            # The layer's own initializer: under one seed the twin starts from
+            # the binary model's latent weights (the ablation compares them).
+            initializer = layer.kernel_initializer
             if layer.torch_padding:
                 # A QuantConv2D without quantizers is a float conv; it keeps PyTorch's padding.
                 return QuantConv2D(
