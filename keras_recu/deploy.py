@@ -431,7 +431,9 @@ def convert(
     ]
     if wrong:
         raise ConversionError(
-            f"LCE would convert {len(wrong)} binary conv(s) to wrong outputs:\n  " + "\n  ".join(wrong)
+            # The first line stands alone: the CLI and the run report show only it.
+            f"LCE would convert {len(wrong)} binary conv(s) to wrong outputs, the first being "
+            + wrong[0] + ("; all of them:\n  " + "\n  ".join(wrong) if len(wrong) > 1 else "")
         )
     options = dict(
         inference_input_type=_dtype(inference_input_type),

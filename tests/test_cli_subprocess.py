@@ -336,13 +336,15 @@ JPEG_FLAGS = ["--dataset", "image_folder", "--image-size", "32", "--resize-size"
 
 
 def _deployment_recorded(result, metrics) -> None:
-    """Conversion belongs to keras_recu.deploy: here only that the run reports it either way."""
+    """At 32x32 the last stage's binary convs see 1x1 maps, which LCE 0.16 pads wrongly: refused, exit 1.
+
+    The run itself is kept (model, metrics, report); the note says why it was not converted.
+    Conversion at sizes LCE handles is tested in test_deploy_imagenet.py and the ImageNet example.
+    """
     deployment = metrics["deployment"]
-    if deployment.get("converted"):
-        assert result.returncode == 0 and deployment["census"].get("LceBconv2d")
-    else:
-        assert result.returncode == (1 if deployment.get("failed") else 0), result.stderr[-3000:]
-        assert deployment["note"]
+    assert not deployment.get("converted") and deployment.get("failed"), deployment
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "smaller than its 3x3 kernel" in deployment["note"], deployment["note"]
 
 
 @pytest.mark.tf_only  # one pass is enough: the backends' training paths are test_imagenet_recipes.py's
