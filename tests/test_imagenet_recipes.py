@@ -201,6 +201,15 @@ def test_recipes_hold_the_authors_settings():
             stages.epochs, stages.stage, stages.teacher, stages.tau_min, stages.tau_max) == (
         "imagenet_resnet18_two_stage", "adam", 1e-3, 0.0, 512, 256, 1, "ResNet50", 0.85, 0.99)
     assert TrainConfig.for_recipe("cifar") == TrainConfig(recipe="cifar") == TrainConfig()
+    # The authors' per-epoch warm-up and cosine (their main.py) for both ImageNet recipes.
+    assert vanilla.lr_schedule == stages.lr_schedule == "epoch" and TrainConfig().lr_schedule == "step"
+    from keras_recu.app.train import learning_rate_schedule
+    from keras_recu.optimizers import EpochWarmupCosine
+
+    schedule = learning_rate_schedule(vanilla, steps_per_epoch=10)
+    assert isinstance(schedule, EpochWarmupCosine) and (schedule.epochs, schedule.warmup_epochs) == (200, 5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig.for_recipe("imagenet", lr_schedule="linear").validate()
     # Every value stays a flag; the saved record reads back equal.
     given = TrainConfig.for_recipe("imagenet", learning_rate=0.2, weight_decay_paths=["conv"])
     assert given.learning_rate == 0.2 and given.weight_decay_paths == ("conv",)

@@ -113,3 +113,38 @@ def test_l2_paths_round_trip_and_bad_values():
         L2Adam(weight_decay=1e-4)
     with pytest.raises(ValueError, match="beta_1"):
         L2Adam(beta_1=1.0)
+
+
+def _authors_learning_rates(lr: float, epochs: int, warm_up: bool) -> list:
+    """The rate of each epoch as the authors' main.py sets it, run with torch's own scheduler."""
+    import torch
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [parameter], "initial_lr": lr}], lr=lr, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs - warm_up * 4, eta_min=0, last_epoch=-1)
+    rates = []
+    for epoch in range(epochs):
+        if warm_up and epoch < 5:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (epoch + 1) / 5
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # (training)
+        if epoch >= 4 * warm_up:
+            scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("epochs, warm_up", [(12, True), (200, True), (9, False)])
+def test_epoch_warmup_cosine_is_the_authors_schedule(epochs, warm_up):
+    from keras_recu.optimizers import EpochWarmupCosine
+
+    steps_per_epoch = 3
+    schedule = EpochWarmupCosine(0.1, epochs, steps_per_epoch, warmup_epochs=5 if warm_up else 0)
+    expected = _authors_learning_rates(0.1, epochs, warm_up)
+    for epoch, rate in enumerate(expected):
+        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
+            assert float(keras.ops.convert_to_numpy(schedule(step))) == pytest.approx(rate, rel=1e-5, abs=1e-9)
+    restored = EpochWarmupCosine.from_config(schedule.get_config())
+    assert float(keras.ops.convert_to_numpy(restored(7))) == float(keras.ops.convert_to_numpy(schedule(7)))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        EpochWarmupCosine(0.1, 5, 3, warmup_epochs=5)

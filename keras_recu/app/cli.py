@@ -121,7 +121,7 @@ def verbosity(text: str):
 
 
 def _train_parser(commands) -> None:
-    from keras_recu.app.train import OPTIMIZERS, RECIPES, STRATEGIES, TrainConfig
+    from keras_recu.app.train import LR_SCHEDULES, OPTIMIZERS, RECIPES, STRATEGIES, TrainConfig
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -176,6 +176,8 @@ def _train_parser(commands) -> None:
     flag("--weight-decay-paths", "decay only the variables whose path contains one of these comma-separated "
          "substrings (the authors' ImageNet rule: conv,fc), or all", type=decay_paths, default="all")
     flag("--warmup-epochs", "linear learning-rate warm-up", type=non_negative_int)
+    flag("--lr-schedule", "step: warm-up and cosine to 0 updated every step; epoch: the authors' main.py, "
+         "constant within an epoch, (e+1)/W warm-up, then cosine over epochs-W+1", choices=LR_SCHEDULES)
     flag("--tau-min", "tau of the first epoch, in (0.5, 1)", type=finite_float)
     flag("--tau-max", "tau the schedule approaches, in [tau-min, 1)", type=finite_float)
     flag("--no-augment", "no crop or flip (ImageNet sets: the evaluation transform on the training split too)",

@@ -146,7 +146,8 @@ def _recipe_lines(config: dict, metrics: dict) -> list:
         lines.append(
             f"- recipe {config.get('recipe', 'cifar')}: {config.get('optimizer', 'sgd')} at learning rate "
             f"{config['learning_rate']} (batch {config['batch_size']}, {config['warmup_epochs']} warm-up epochs, "
-            f"cosine), coupled weight decay {config['weight_decay']} on variables matching {decayed}"
+            f"cosine, updated every {config.get('lr_schedule', 'step')}), coupled weight decay "
+            f"{config['weight_decay']} on variables matching {decayed}"
         )
     if config.get("teacher"):
         lines.append(

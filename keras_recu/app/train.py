@@ -109,6 +109,9 @@ RESUMABLE = ("out", "verbose", "stop_after", "download")
 #: Neither changes which images a batch holds.
 MACHINE_SETTINGS = ("workers", "manual_dir")
 OPTIMIZERS = ("sgd", "adam")
+#: "step": linear warm-up and cosine decay to 0, updated every step;
+#: "epoch": the authors' main.py, held per epoch (keras_recu.optimizers.EpochWarmupCosine).
+LR_SCHEDULES = ("step", "epoch")
 #: The decoding and augmentation settings of the ImageNet-style sets
 #: (`keras_recu.app.imagenet.ImageNetTransform`); None takes the authors' value.
 TRANSFORM_FIELDS = {"image_size": "image_size", "resize_size": "resize_size", "crop_scale": "scale",
@@ -129,7 +132,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     "imagenet": dict(
         model="imagenet_resnet18_1w1a", dataset="imagenet2012", epochs=200, batch_size=512,
         optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
-        weight_decay_paths=AUTHORS_IMAGENET_DECAY, warmup_epochs=5, verify_samples=100,
+        weight_decay_paths=AUTHORS_IMAGENET_DECAY, warmup_epochs=5, lr_schedule="epoch", verify_samples=100,
     ),
     # imagenet_two-stage/run.sh: Adam 1e-3, weight decay 0, batch 512, 256
     # epochs, cosine with warm-up, tau 0.85 -> 0.99, distillation from a
@@ -138,7 +141,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     "two-stage": dict(
         model="imagenet_resnet18_two_stage", dataset="imagenet2012", epochs=256, batch_size=512,
         optimizer="adam", learning_rate=1e-3, weight_decay=0.0, weight_decay_paths=AUTHORS_IMAGENET_DECAY,
-        warmup_epochs=5, verify_samples=100, stage=1, teacher="ResNet50",
+        warmup_epochs=5, lr_schedule="epoch", verify_samples=100, stage=1, teacher="ResNet50",
     ),
 }
 
@@ -195,6 +198,7 @@ class TrainConfig:
     diagnostics: bool = False  # per-epoch weight diagnostics (keras_recu.diagnostics)
     recipe: str = "cifar"  # which of RECIPES gave the defaults (a record; every value is its own field)
     optimizer: str = "sgd"  # "sgd" (L2SGD, with momentum) or "adam" (L2Adam)
+    lr_schedule: str = "step"  # one of LR_SCHEDULES; the ImageNet recipes take the authors' "epoch"
     weight_decay_paths: Optional[Tuple[str, ...]] = None  # decay only variables whose path contains one; None: all
     stage: Optional[int] = None  # two-stage recipe: 1 (float weights) or 2 (binary weights); None: one stage
     stage1: Optional[str] = None  # stage 2: the stage-1 run directory or .keras file to start from
@@ -336,6 +340,8 @@ class TrainConfig:
             raise ValueError(f"Unknown recipe {self.recipe!r}. Known: {', '.join(RECIPES)}.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}. Known: {', '.join(OPTIMIZERS)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}. Known: {', '.join(LR_SCHEDULES)}.")
         paths = self.weight_decay_paths
         if paths is not None and (
             not isinstance(paths, tuple) or not paths or not all(isinstance(p, str) and p for p in paths)
@@ -705,9 +711,18 @@ def _check_writable(out: Path) -> None:
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
-    """Linear warm-up from 0 to the learning rate, then cosine decay to 0."""
+    """The learning rate of `config.lr_schedule`.
+
+    "step": a linear warm-up from 0 to the learning rate, then cosine decay
+    to 0, updated every step. "epoch": the authors' schedule, constant within
+    each epoch (`keras_recu.optimizers.EpochWarmupCosine`).
+    """
     import keras
 
+    if config.lr_schedule == "epoch":
+        from keras_recu.optimizers import EpochWarmupCosine
+
+        return EpochWarmupCosine(config.learning_rate, config.epochs, steps_per_epoch, config.warmup_epochs)
     warmup_steps = config.warmup_epochs * steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
