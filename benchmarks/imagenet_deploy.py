@@ -61,7 +61,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from convert import float_tflite, lce_runner, median_latency_ms, tflite_runner  # noqa: E402
+from convert import float_tflite, lce_runner, median_latency_ms, parity_fields, tflite_runner  # noqa: E402
 
 from keras_recu import models  # noqa: E402
 from keras_recu.deploy import census, convert, verify  # noqa: E402
@@ -138,9 +138,9 @@ def randomize(model: keras.Model, rng: np.random.Generator) -> None:
 def float_twin_with_weights(model: keras.Model) -> keras.Model:
     """`models.float_twin` holding the binary model's (latent) weights.
 
-    A fresh twin's convolutions may share an unseeded initializer and so be
-    identical, and TensorFlow's converter stores identical constants once:
-    the float flatbuffer would look smaller than a trained one. A binary
+    Both flatbuffers then hold the same distinct values (TensorFlow's
+    converter stores identical constants once, so initial values could
+    make the float flatbuffer look smaller than a trained one). A binary
     conv's weights are (kernel, alpha); the float conv takes the kernel.
     """
     twin = models.float_twin(model)
@@ -179,14 +179,7 @@ def measure(name: str, padding: str, args, rng: np.random.Generator) -> Dict[str
         "lce_flatbuffer_bytes": len(flatbuffer),
         "float32_tflite_bytes": len(float_flatbuffer),
         "size_ratio_float_over_lce": round(len(float_flatbuffer) / len(flatbuffer), 2),
-        "parity": {
-            "samples": report.samples,
-            "max_abs_error": report.max_abs_error,
-            "max_rel_error": report.max_rel_error,
-            "matching_samples": report.matching_samples,
-            "argmax_agreement": report.argmax_agreement,
-            "binary_layers_left_in_float": report.float_binary_layers,
-        },
+        "parity": parity_fields(report),
         "latency_ms_single_image": latency,
         "latency_label": "portable kernels, x86 (LCE interpreter) vs float32 TFLite (XNNPACK), median of interleaved runs",
     }

@@ -53,13 +53,18 @@ class _CoupledL2:
         path = _variable_path(variable)
         return any(pattern in path for pattern in self.l2_paths)
 
-    def _with_l2(self, gradient, variable):
+    def update_step(self, gradient, variable, learning_rate):
+        # Before the Keras optimizer's own step, as torch adds it before momentum or moments.
         if self.decays(variable):
             gradient = ops.add(gradient, ops.multiply(ops.cast(self.l2, variable.dtype), variable))
-        return gradient
+        return super().update_step(gradient, variable, learning_rate)
 
-    def _l2_config(self) -> dict:
-        return {"l2": self.l2, "l2_paths": None if self.l2_paths is None else list(self.l2_paths)}
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "l2": self.l2,
+            "l2_paths": None if self.l2_paths is None else list(self.l2_paths),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -103,12 +108,6 @@ class L2SGD(_CoupledL2, keras.optimizers.SGD):
         _check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, momentum=float(momentum), nesterov=nesterov, name=name, **kwargs)
         self.l2, self.l2_paths = l2, l2_paths
-
-    def update_step(self, gradient, variable, learning_rate):
-        return super().update_step(self._with_l2(gradient, variable), variable, learning_rate)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._l2_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -164,12 +163,6 @@ class L2Adam(_CoupledL2, keras.optimizers.Adam):
             name=name, **kwargs,
         )
         self.l2, self.l2_paths = l2, l2_paths
-
-    def update_step(self, gradient, variable, learning_rate):
-        return super().update_step(self._with_l2(gradient, variable), variable, learning_rate)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._l2_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")

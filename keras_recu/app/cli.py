@@ -36,6 +36,8 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from keras_recu.app.messages import first_line
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["main"]
@@ -309,9 +311,8 @@ def _load_model(path: Path):
     try:
         return keras.models.load_model(path)
     except Exception as error:  # whatever the file holds, the user gets one line, not Keras' traceback
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UsageError(
-            f"cannot load {path} as a Keras model ({type(error).__name__}: {cause[:300]}). Pass a .keras file "
+            f"cannot load {path} as a Keras model ({type(error).__name__}: {first_line(error, 300)}). Pass a .keras file "
             "written by model.save or keras-recu train; a model with custom layers needs their module imported."
         ) from None
 

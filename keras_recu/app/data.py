@@ -108,6 +108,8 @@ import keras
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from keras_recu.app.messages import first_line
+
 __all__ = [
     "AUGMENTATION",
     "CorruptDataError",
@@ -673,17 +675,12 @@ def _fashion_mnist_splits(
         raise DataUnavailableError(
             f"Fashion-MNIST is not available: {directory} lacks IDX files ({', '.join(missing)}) "
             f"and tensorflow-datasets could not provide it either "
-            f"({_first_line(error.__cause__ or error)}). "
+            f"({first_line(error.__cause__ or error) or type(error.__cause__ or error).__name__}). "
             f"To get it, {FASHION_MNIST_HELP}."
         ) from (error.__cause__ or error)
 
 
 # --------------------------------------------------------------------------- tfds
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _import_tfds():
@@ -735,7 +732,7 @@ def _tfds_splits(
             f"{how}. Run once where the network "
             f"is reachable (tensorflow-datasets then prepares it), or copy a prepared "
             f"tensorflow_datasets directory here and pass data_dir (--data-dir). Cause: "
-            f"{type(error).__name__}: {_first_line(error)}"
+            f"{type(error).__name__}: {first_line(error) or type(error).__name__}"
         ) from error
     return _Splits(
         np.asarray(train[0]),

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence, Tuple
 import keras
 from keras import ops
 
+from keras_recu.app.messages import first_line
 from keras_recu.losses import DistributionLoss
 
 __all__ = ["Distiller", "TeacherInput", "load_teacher"]
@@ -217,7 +218,7 @@ def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std, wei
     except Exception as error:  # a download failure surfaces as several exception types
         raise OSError(
             f"cannot get the ImageNet weights of keras.applications.{name} ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}). Connect to the internet "
+            f"{first_line(error, 200)}). Connect to the internet "
             "once (Keras caches them in ~/.keras/models), or pass --teacher PATH.keras."
         ) from None
     size = tuple(network.inputs[0].shape[1:3])

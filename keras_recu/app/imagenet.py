@@ -60,6 +60,7 @@ from keras_recu.app.data import (
     TFDS_EXTRAS_HELP,
     epoch_generator,
 )
+from keras_recu.app.messages import first_line
 
 __all__ = [
     "DECODERS",
@@ -888,7 +889,7 @@ def _tfds_source(key: str, data_dir, download: bool, manual_dir, limit_train, li
             except Exception as error:
                 raise DataUnavailableError(
                     f"Data set {key!r} ({name}) could not be downloaded and prepared {where}: "
-                    f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}. "
+                    f"{type(error).__name__}: {first_line(error)}. "
                     "Run where the network is reachable, or pass --data-dir of a prepared copy."
                 ) from error
     splits = builder.info.splits

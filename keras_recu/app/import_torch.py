@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from keras_recu.app.messages import first_line
+
 __all__ = ["COMMAND", "ImportRunError", "add_parser", "import_run", "run"]
 
 COMMAND = "import-torch"
@@ -130,7 +132,7 @@ def import_run(
     except TorchImportError:
         raise
     except ValueError as error:  # the builder refuses the input shape, say
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error) or type(error).__name__
         raise ImportRunError(
             f"cannot build {model_name} at input shape {input_shape}: {first}. The authors' models run at "
             "sizes every stride divides; use the size the checkpoint was trained at (32,32 for CIFAR, "

@@ -83,6 +83,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from keras_recu.app.messages import first_line
+
 __all__ = [
     "ConfigError",
     "RECIPES",
@@ -850,7 +852,7 @@ def _carry_stage1(config: TrainConfig, student) -> dict:
     try:
         source = keras.models.load_model(path, compile=False)
     except Exception as error:  # whatever the file holds: one line, not Keras' traceback
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        first = first_line(error, 300)
         raise RunError(
             f"--stage1 {config.stage1}: cannot load {path} ({type(error).__name__}: {first}); pass the stage-1 "
             "run directory or its model.keras."
@@ -1279,7 +1281,7 @@ def _deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
         else:
             flatbuffer, report = deploy.convert_saved(model_path, inputs=images)
     except (ValueError, RuntimeError, ImportError) as error:  # ConversionError is a ValueError
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error) or type(error).__name__
         note = f"conversion failed ({type(error).__name__}: {first}); the trained model is in {model_path}: {later}"
         return {"converted": False, "failed": True, "note": note, "convert_later": later}, str(error)
     _write_bytes(out / "model.tflite", flatbuffer)
@@ -1315,7 +1317,7 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:  # whatever the file holds: one line, not Keras' traceback
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        first = first_line(error, 300)
         raise RunError(
             f"cannot load {model_path} as a Keras model ({type(error).__name__}: {first}). Pass a run "
             "directory or a .keras file written by model.save or keras-recu train."

@@ -1,0 +1,23 @@
+"""What the application's one-line messages share."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["first_line"]
+
+
+def first_line(error: BaseException, limit: Optional[int] = None) -> str:
+    """The first line of `error`'s message, cut to `limit` characters; "" if it has none.
+
+    Keras, TensorFlow and torch errors run over many lines (a traceback of
+    the graph, a list of candidates); the job reports each failure in one
+    line that quotes the cause's first.
+
+    >>> first_line(ValueError("bad shape\\nat layer conv1"))
+    'bad shape'
+    >>> first_line(KeyError()), first_line(OSError("x" * 500), limit=3)
+    ('', 'xxx')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else ""
