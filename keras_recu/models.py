@@ -120,6 +120,7 @@ __all__ = [
     "ChannelZeroPad",
     "ConstantPadding2D",
     "MODELS",
+    "PADDINGS",
     "get",
     "imagenet_resnet18_1w1a",
     "imagenet_resnet18_two_stage",
@@ -135,7 +136,8 @@ __all__ = [
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 _BLOCKS = ("bireal", "basic")
-_PADDINGS = ("same", "torch")
+#: The builders' `padding` values: Keras' "same", or PyTorch's symmetric padding.
+PADDINGS = ("same", "torch")
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -419,9 +421,9 @@ def _option_a_shortcut(x, filters: int, strides: int, name: str, padding: str = 
 
 
 def _check_args(input_shape, num_classes, block: str, padding: str = "same") -> Tuple[int, ...]:
-    if padding not in _PADDINGS:
+    if padding not in PADDINGS:
         raise ValueError(
-            f"`padding` must be one of {_PADDINGS} (\"torch\": PyTorch's symmetric padding, "
+            f"`padding` must be one of {PADDINGS} (\"torch\": PyTorch's symmetric padding, "
             f"for weights trained there), got {padding!r}."
         )
     shape = tuple(input_shape)

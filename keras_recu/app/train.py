@@ -363,7 +363,7 @@ class TrainConfig:
         from keras_recu import models
 
         if self.padding is not None:
-            if self.padding not in ("torch", "same"):
+            if self.padding not in models.PADDINGS:
                 raise ValueError(f"`padding` must be 'torch' or 'same', got {self.padding!r}.")
             if "padding" not in inspect.signature(models.get(self.model)).parameters:
                 raise ValueError(f"--padding: {self.model} has no padding option; drop --padding.")
