@@ -528,7 +528,10 @@ class LearnableBias(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] is None:
-            raise ValueError(f"LearnableBias needs a known channel count, got input shape {input_shape}.")
+            raise ValueError(
+                f"LearnableBias needs a known channel count (the last axis), got input shape {input_shape}: "
+                "give the model's Input a channel dimension."
+            )
         self.bias = self.add_weight(
             name="bias", shape=(input_shape[-1],), initializer=self.bias_initializer, trainable=True
         )

@@ -225,7 +225,7 @@ class ConstantPadding2D(keras.layers.Layer):
         self.padding = (rows, cols)
         self.value = float(value)
         if math.isnan(self.value):
-            raise ValueError("`value` must not be NaN.")
+            raise ValueError("`value` must be a number (-inf included), got NaN: pass 0.0 or float('-inf').")
 
     def call(self, inputs):
         rows, cols = self.padding

@@ -249,7 +249,9 @@ class NoOp(_Quantizer):
     def __init__(self, precision: int = 32, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(precision, bool) or not isinstance(precision, int) or precision < 1:
-            raise ValueError(f"`precision` must be an int >= 1, got {precision!r}.")
+            raise ValueError(
+                f"`precision` must be an int >= 1 (the bitwidth to report; 32 for float), got {precision!r}."
+            )
         self.precision = precision
 
     def call(self, inputs, training=None):
