@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from keras_recu.app import data
+from keras_recu.app.data import arrays, synthetic
 
 DEBIAN = data.FASHION_MNIST_DIR
 HAVE_DEBIAN = all((DEBIAN / f).is_file() for f in data.FASHION_MNIST_FILES.values())
@@ -145,7 +146,7 @@ def test_synthetic_is_not_augmented_and_test_is_not_shuffled():
     assert not np.array_equal(first[1], second[1])  # a new order...
     assert sorted(x.tobytes() for x in first[0]) == sorted(x.tobytes() for x in second[0])  # same images
     test_a, test_b = fit_pass(test), fit_pass(test)
-    _, y_expected = data.synthetic_images(60, seed=data._synthetic_test_seed(0), template_seed=0)
+    _, y_expected = data.synthetic_images(60, seed=synthetic.synthetic_test_seed(0), template_seed=0)
     assert np.array_equal(test_a[1], test_b[1]) and np.array_equal(test_a[0], test_b[0])
     assert np.array_equal(test_a[1], y_expected)  # the generated order, unshuffled
 
@@ -286,14 +287,14 @@ def test_fashion_mnist_training_split_is_standardized():
 
 
 def test_cifar10_uses_the_standard_constants():
-    mean, std = data._normalization("cifar10", np.zeros((1, 32, 32, 3), np.uint8))
+    mean, std = arrays.normalization("cifar10", np.zeros((1, 32, 32, 3), np.uint8))
     np.testing.assert_allclose(mean / 255, (0.4914, 0.4822, 0.4465))
     np.testing.assert_allclose(std / 255, (0.2470, 0.2435, 0.2616))
 
 
 def test_channel_stats_of_uint8_images_match_numpy():
     x = np.random.default_rng(0).integers(0, 256, (20, 5, 5, 3)).astype(np.uint8)
-    mean, std = data._channel_stats(x)
+    mean, std = arrays.channel_stats(x)
     np.testing.assert_allclose(mean, x.reshape(-1, 3).mean(0))
     np.testing.assert_allclose(std, x.reshape(-1, 3).std(0))
 

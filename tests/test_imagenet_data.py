@@ -1,4 +1,4 @@
-"""Tests of the ImageNet data path (`keras_recu.app.imagenet` through `data.load`), offline.
+"""Tests of the ImageNet data path (`keras_recu.app.data.imagenet` through `data.load`), offline.
 
 Synthetic JPEG trees in tmp_path, small sizes (the transform's sizes are
 parameters). References are written here independently: torchvision's
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_recu.app import data, imagenet
+from keras_recu.app import data
+from keras_recu.app.data import imagenet
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_TENSORFLOW = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
@@ -34,7 +35,7 @@ SIZES = [(50, 40), (37, 61), (45, 45), (64, 30)]
 def tree(tmp_path_factory):
     """3 classes x 5 train and 2 val JPEGs of several sizes."""
     root = tmp_path_factory.mktemp("imagenet_tree")
-    return imagenet.write_synthetic_jpeg_tree(root, classes=3, per_class=5, size=SIZES, val_per_class=2, seed=1)
+    return data.write_synthetic_jpeg_tree(root, classes=3, per_class=5, size=SIZES, val_per_class=2, seed=1)
 
 
 def load(tree, batch_size=4, **kwargs):
@@ -444,11 +445,11 @@ def test_crop_box_in_tensorflow_equals_numpy():
     ours = imagenet.crop_box(heights, widths, scale_u, ratio_u, top_u, left_u, t)
     in_tf = imagenet.crop_box(
         tf.constant(heights), tf.constant(widths), tf.constant(scale_u), tf.constant(ratio_u),
-        tf.constant(top_u), tf.constant(left_u), t, imagenet._tf_math(tf),
+        tf.constant(top_u), tf.constant(left_u), t, imagenet.tf_math(tf),
     )
     for a, b in zip(ours, in_tf):
         assert np.array_equal(a, b.numpy())
-    geometry = imagenet.eval_geometry(tf.constant(heights), tf.constant(widths), t, imagenet._tf_math(tf))
+    geometry = imagenet.eval_geometry(tf.constant(heights), tf.constant(widths), t, imagenet.tf_math(tf))
     for a, b in zip(imagenet.eval_geometry(heights, widths, t), geometry):
         assert np.array_equal(a, b.numpy())
 
@@ -478,7 +479,8 @@ def test_jax_backend_uses_tf_data_on_the_cpu_when_tensorflow_imports(tree):
     code = textwrap.dedent(
         """
         import sys, numpy as np
-        from keras_recu.app import data, imagenet
+        from keras_recu.app import data
+        from keras_recu.app.data import imagenet
         train, _, _ = data.load("image_folder", 4, data_dir=sys.argv[1], decoder="auto", seed=5,
                                 transform=imagenet.ImageNetTransform(image_size=16, resize_size=20))
         import tensorflow as tf
