@@ -1,4 +1,4 @@
-"""The reading of an ablation budget: tables and figures from its CSVs (`ablation.py report`).
+"""The reading of an ablation budget: tables and figures from its CSVs (`ablation report`).
 
 Writes, next to each other in the figures directory:
 
@@ -29,9 +29,11 @@ from typing import Dict, List
 
 import numpy as np
 
-import harness
-from ablation import BUDGETS, VARIANTS, best_learning_rate, stores
-from campaign import number
+from benchmarks.ablation_design import BUDGETS, VARIANTS, best_learning_rate, stores
+from benchmarks.campaign import number
+from benchmarks.figures import pyplot, save_figure
+from benchmarks.harness import fmt, markdown_table
+from benchmarks.intervals import fmt_interval, t_interval, welch
 
 #: (a, b): the differences issue 10 asks for, then the optional variants'.
 PAIRS = (("recu", "standardize_only"), ("recu", "clamp_fixed"), ("standardize_only", "ste"),
@@ -61,10 +63,12 @@ def _unique_runs(rows: List[Dict[str, str]]) -> List[Dict[str, str]]:
 
 
 def report(budget: str, out: Path, figures: Path) -> Path:
+    """Write the budget's Markdown reading and figures into `figures`, print the reading; its path."""
     files = stores(out, budget)
     runs = _unique_runs(files["runs"].rows())
     if not runs:
-        raise SystemExit(f"No runs in {files['runs'].path}: run `ablation.py run --budget {budget}` first.")
+        raise SystemExit(f"No runs in {files['runs'].path}: "
+                         f"run `python -m benchmarks.ablation run --budget {budget}` first.")
     figures.mkdir(parents=True, exist_ok=True)
     ids = {row["run_id"] for row in runs}
     epochs = [row for row in files["epochs"].rows() if row["run_id"] in ids]
@@ -102,30 +106,30 @@ def _variant_tables(by_variant: Dict[str, List[Dict[str, str]]]) -> List[str]:
               "learning rate"]
     rows = []
     for name, mine in by_variant.items():
-        finals = [harness.fmt(harness.t_interval([number(r[key]) for r in mine]).mean, spec, scale)
+        finals = [fmt(t_interval([number(r[key]) for r in mine]).mean, spec, scale)
                   for key, _, spec, scale in FINAL]
         rates = sorted({float(r["learning_rate"]) for r in mine})
-        rows.append([name, len(mine), harness.fmt_interval(harness.t_interval(_accuracies(mine)), ".2f", 100),
+        rows.append([name, len(mine), fmt_interval(t_interval(_accuracies(mine)), ".2f", 100),
                      *finals, ", ".join(f"{rate:g}" for rate in rates)])
-    lines = ["## Per variant (final values are means over seeds)", "", harness.markdown_table(header, rows)]
+    lines = ["## Per variant (final values are means over seeds)", "", markdown_table(header, rows)]
     pair_rows = []
     for a, b in PAIRS:
         if a not in by_variant or b not in by_variant:
             continue
         try:
-            d = harness.welch(_accuracies(by_variant[a]), _accuracies(by_variant[b]))
+            d = welch(_accuracies(by_variant[a]), _accuracies(by_variant[b]))
         except ValueError as error:
             pair_rows.append([f"{a} − {b}", "–", "–", "–", str(error)])
             continue
         beyond = "–" if math.isnan(d.p) else ("yes" if d.p < 0.05 else "no")
         pair_rows.append([f"{a} − {b}", f"{100 * d.diff:+.2f}", f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
-                          harness.fmt(d.p, ".3f"), f"{beyond} (n={d.n_a}+{d.n_b}, df={d.df:.1f})"])
+                          fmt(d.p, ".3f"), f"{beyond} (n={d.n_a}+{d.n_b}, df={d.df:.1f})"])
     lines += ["## Differences (test accuracy, points; Welch's t-test, two-sided)", "",
-              harness.markdown_table(["pair", "difference", "95% CI", "p", "beyond the seed spread"], pair_rows)]
-    binary = {n: harness.t_interval(_accuracies(r)).mean for n, r in by_variant.items() if n != "full_precision"}
+              markdown_table(["pair", "difference", "95% CI", "p", "beyond the seed spread"], pair_rows)]
+    binary = {n: t_interval(_accuracies(r)).mean for n, r in by_variant.items() if n != "full_precision"}
     if binary and "full_precision" in by_variant:
         best = max(binary, key=binary.get)
-        float_mean = harness.t_interval(_accuracies(by_variant["full_precision"])).mean
+        float_mean = t_interval(_accuracies(by_variant["full_precision"])).mean
         gap = 100 * (float_mean - binary[best])
         lines += [f"Best 1w1a variant: {best} at {100 * binary[best]:.2f}%; the float twin scores "
                   f"{100 * float_mean:.2f}%, {abs(gap):.2f} points {'above' if gap >= 0 else 'below'} it.", ""]
@@ -134,43 +138,43 @@ def _variant_tables(by_variant: Dict[str, List[Dict[str, str]]]) -> List[str]:
 
 def _sweep_tables(runs, out: Path, budget: str) -> List[str]:
     rates = sorted({float(r["learning_rate"]) for r in runs})
-    rows = [[f"{rate:g}", harness.fmt_interval(harness.t_interval(
+    rows = [[f"{rate:g}", fmt_interval(t_interval(
         _accuracies([r for r in runs if float(r["learning_rate"]) == rate])), ".2f", 100)] for rate in rates]
     best = best_learning_rate(out, budget)
     return ["## ste learning-rate sweep (validation accuracy %, mean ± std [95% CI])", "",
-            harness.markdown_table(["learning rate", "validation accuracy %"], rows),
+            markdown_table(["learning rate", "validation accuracy %"], rows),
             f"Chosen: {best:g} (highest mean validation accuracy; ties go to the smaller rate).", ""]
 
 
 def _sweep_figure(runs, path: Path) -> None:
-    plt = harness.pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     rates = np.array([float(r["learning_rate"]) for r in runs])
     axis.scatter(rates, 100 * np.array(_accuracies(runs)), color="C0")
     axis.set(xscale="log", xlabel="learning rate (ste)", ylabel="validation accuracy (%)", title="ste sweep")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    harness.save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def _accuracy_figure(by_variant, path: Path) -> None:
-    plt = harness.pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(1.3 * len(by_variant) + 2, 4.5))
     for i, (name, rows) in enumerate(by_variant.items()):
         values = 100 * np.array(_accuracies(rows))
         axis.scatter(np.full(len(values), i) + np.linspace(-0.1, 0.1, len(values)), values, s=16, color="grey")
-        s = harness.t_interval(values)
+        s = t_interval(values)
         if s.n > 1:
             axis.errorbar(i, s.mean, yerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color="C0", capsize=6)
     axis.set_xticks(range(len(by_variant)), list(by_variant), rotation=20, ha="right")
     axis.set(ylabel="test accuracy (%)", title="Test accuracy per seed; mean and 95% interval")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    harness.save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def _curves_figure(by_variant, epochs, path: Path) -> None:
-    plt = harness.pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(2, 4, figsize=(17, 7.5))
     for i, name in enumerate(by_variant):
         mine = [r for r in epochs if r["variant"] == name]
@@ -185,11 +189,11 @@ def _curves_figure(by_variant, epochs, path: Path) -> None:
     figure.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)))
     figure.suptitle("Per epoch, means over seeds (diagnostics: means over the 18 binary layers)")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
-    harness.save_figure(figure, path, dpi=90)
+    save_figure(figure, path, dpi=90)
 
 
 def _histogram_figure(by_variant, histograms, path: Path) -> None:
-    plt = harness.pyplot()
+    plt = pyplot()
     columns = min(4, len(by_variant))
     grid = math.ceil(len(by_variant) / columns)
     figure, axes = plt.subplots(grid, columns, figsize=(4.2 * columns, 3.2 * grid), squeeze=False)
@@ -207,4 +211,4 @@ def _histogram_figure(by_variant, histograms, path: Path) -> None:
         axis.set_visible(False)
     figure.suptitle("Latent weights of the binary layers, standardized per channel (shares of weights)")
     figure.tight_layout()
-    harness.save_figure(figure, path, dpi=90)
+    save_figure(figure, path, dpi=90)

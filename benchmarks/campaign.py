@@ -218,8 +218,3 @@ def kill_groups(processes: Sequence[subprocess.Popen], grace_s: float = 5.0) -> 
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into `SystemExit`, so that `finally` blocks (run_pool's cleanup) run."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
-def python_command(script: Path, *args: Any) -> List[str]:
-    """`[sys.executable, script, *args]` with every argument as a string."""
-    return [sys.executable, str(script), *(str(a) for a in args)]

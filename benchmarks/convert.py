@@ -23,7 +23,7 @@ statistics are randomized, as trained ones would be (see the tie note in
 
 Run (repository root):
 
-    PYTHONPATH=. .venv/bin/python benchmarks/convert.py [--runs 50] [--json out.json]
+    .venv/bin/python -m benchmarks.convert [--runs 50] [--json out.json]
 
 The last line printed is `RESULT {...}`, all figures as one JSON object.
 """
@@ -35,24 +35,21 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Callable, Optional, Sequence  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.flatbuffer_runs import (float_tflite, lce_runner, median_latency_ms, parity_fields,  # noqa: E402
+                                        tflite_runner)
 from keras_recu.deploy import census, convert, verify  # noqa: E402
 from keras_recu.models import float_twin, resnet20_1w1a  # noqa: E402
 
 
 def randomize_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
+    """Trained-looking BatchNorm statistics (see the tie note in `keras_recu.deploy.verify`)."""
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
@@ -60,53 +57,6 @@ def randomize_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
                 rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
                 rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 1.5, var.shape),
             ])
-
-
-def float_tflite(model: keras.Model) -> bytes:
-    with tempfile.TemporaryDirectory() as export_dir:
-        model.export(export_dir, format="tf_saved_model", verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(export_dir).convert()
-
-
-def lce_runner(flatbuffer: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    interpreter = Interpreter(flatbuffer, num_threads=threads)
-    return interpreter.predict
-
-
-def tflite_runner(flatbuffer: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads)
-    interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(input_index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_index)
-
-    return run
-
-
-def parity_fields(report) -> dict:
-    """What `keras_recu.deploy.verify` found, as the benchmarks record it."""
-    return {
-        "samples": report.samples,
-        "max_abs_error": report.max_abs_error,
-        "max_rel_error": report.max_rel_error,
-        "matching_samples": report.matching_samples,
-        "argmax_agreement": report.argmax_agreement,
-        "binary_layers_left_in_float": report.float_binary_layers,
-    }
-
-
-def median_latency_ms(runners: dict, image: np.ndarray, runs: int) -> dict:
-    """Single-image latencies in interleaved rounds (`harness`), median per runner, in ms."""
-    rounds = {name: (lambda run: lambda n: (run(image), harness.time_steps(lambda: run(image), n))[1])(run)
-              for name, run in runners.items()}
-    timings = harness.interleaved_rounds(rounds, rounds=runs, steps=1)
-    return {name: round(t.step_median_ms, 3) for name, t in timings.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -163,11 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"parity: {report}")
     for threads, values in latency.items():
         print(f"latency, {threads}, single image, x86 (LCE portable kernels): {values}")
-    line = json.dumps(result)
-    print("RESULT " + line)
+    harness.print_result(result)
     if args.json:
-        with open(args.json, "w") as file:
-            file.write(line + "\n")
+        harness.write_json(args.json, result)
     return result
 
 

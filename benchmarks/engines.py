@@ -15,7 +15,7 @@ rate 0.1, tau 0.85, cross-entropy on logits, and the same random batch of
 timed until its loss is on the host, so it includes the device's work.
 
 A Keras backend is fixed per process, hence the workers. `Worker` starts
-one (`python engines.py ENGINE --batch N`) and speaks a line protocol with
+one (`python -m benchmarks.engines ENGINE --batch N`) and speaks a line protocol with
 it: the worker builds its model, runs the first (compiling) step and a few
 warm-up steps, prints `@@READY {facts}`, then answers each `STEPS n` on its
 stdin with one untimed step and `n` timed ones, `@@TIMES [ms, ...]`. Lines
@@ -30,10 +30,14 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-HERE = Path(__file__).resolve().parent
+from benchmarks import harness
+from benchmarks.launch import module_command, module_env
+from benchmarks.timing import time_steps
+
+#: The module a worker process runs (this one).
+WORKER = "benchmarks.engines"
 ENGINES = ("keras-jax", "keras-tensorflow", "keras-tensorflow-xla", "keras-torch", "authors-torch")
 SHAPE, CLASSES = (32, 32, 3), 10
 
@@ -65,7 +69,7 @@ def authors_stepper(batch: int, seed: int) -> Tuple[Callable[[], float], Dict[st
     import torch
     import torch.nn.functional as F
 
-    from authors_resnet20_torch import build
+    from benchmarks.authors_resnet20_torch import build
 
     torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,9 +93,6 @@ def authors_stepper(batch: int, seed: int) -> Tuple[Callable[[], float], Dict[st
 
 def serve(engine: str, batch: int, seed: int, warmup: int) -> None:
     """The worker's main loop (see the module docstring)."""
-    sys.path.insert(0, str(HERE))
-    import harness
-
     backend = engine.split("-")[1] if engine.startswith("keras-") else None
     if backend not in (None, "tensorflow"):
         harness.hide_tensorflow()
@@ -114,7 +115,7 @@ def serve(engine: str, batch: int, seed: int, warmup: int) -> None:
         if not command or command[0] == "QUIT":
             break
         step()  # untimed: re-warm after the other engines' rounds
-        print("@@TIMES " + json.dumps(harness.time_steps(step, int(command[1]))), flush=True)
+        print("@@TIMES " + json.dumps(time_steps(step, int(command[1]))), flush=True)
 
 
 class Worker:
@@ -124,14 +125,10 @@ class Worker:
         if engine not in ENGINES:
             raise ValueError(f"Unknown engine {engine!r}; known: {', '.join(ENGINES)}.")
         self.engine = engine
-        env = dict(os.environ)
-        if engine.startswith("keras-"):
-            env["KERAS_BACKEND"] = engine.split("-")[1]
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+        backend = {"KERAS_BACKEND": engine.split("-")[1]} if engine.startswith("keras-") else {}
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__)), engine, "--batch", str(batch), "--seed", str(seed),
-             "--warmup", str(warmup)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            module_command(WORKER, engine, "--batch", batch, "--seed", seed, "--warmup", warmup),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=module_env(**backend))
         self.facts: Dict[str, Any] = {}
         self._pending = b""
 
@@ -187,7 +184,7 @@ class Worker:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="one engine's worker (see engines.py)")
+    parser = argparse.ArgumentParser(description="one engine's worker (see benchmarks/engines.py)")
     parser.add_argument("engine", choices=ENGINES)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,44 +1,38 @@
-"""What every benchmark script shares: environment, timing, statistics, tables, figures.
+"""What every benchmark script shares: the environment of a measurement, its record, its tables.
 
-Written once here so that `train_step.py`, `convert.py` and `ablation.py`
-measure, summarize and draw the same way:
+Written once here so that every script describes its machine, writes its
+results and draws its tables the same way:
 
 * `environment()`: versions, Keras backend, device, CPU count, load average,
   date and command line of a measurement. It never imports TensorFlow (it
   reports TF's version only when TF is already loaded or installed).
-* `interleaved_rounds(...)`: time several steppers side by side, in rounds
-  whose order alternates, so drift of a shared machine spreads over all of
-  them; `Timing` holds per-round and per-step milliseconds and their medians.
-* `t_interval(...)` and `welch(...)`: mean, standard deviation and Student-t
-  95% interval of a sample; difference of two means with Welch's unequal-
-  variance t-test (interval and two-sided p-value).
-* `markdown_table(...)`, `pyplot()`, `save_figure(...)`: tables and PNGs
-  (each figure shrunk until it is under 300 KB).
+  `machine_description()` says the same machine in one line.
+* `print_result(...)` and `write_json(...)`: the `RESULT {...}` line every
+  script prints last, and the JSON record beside it.
+* `fmt(...)` and `markdown_table(...)`: the cells and tables of the reports.
 
-Example:
+Timing (`timing.py`), statistics (`intervals.py`) and figures
+(`figures.py`) are modules of their own.
 
->>> s = t_interval([0.70, 0.72, 0.74])
->>> round(s.mean, 2), round(s.std, 2), round(s.low, 4), round(s.high, 4)
-(0.72, 0.02, 0.6703, 0.7697)
+>>> print(markdown_table(["a", "b"], [[1, fmt(None)]]), end="")
+| a | b |
+| --- | --- |
+| 1 | – |
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import importlib.metadata
+import json
 import math
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
-
-#: Largest PNG a benchmark may write (issue 10: each figure under 300 KB).
-MAX_FIGURE_BYTES = 300_000
+from typing import Any, Dict, Optional, Sequence
 
 
 # --- environment --------------------------------------------------------------------------
@@ -87,8 +81,15 @@ def device_description(backend: Optional[str] = None) -> str:
 
 
 def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """How this process was started, as a shell line (script path relative to the cwd)."""
-    argv = list(sys.argv if argv is None else argv)
+    """How this process was started, as a shell line.
+
+    A module run with `python -m` is written so (`python -m benchmarks.x ...`),
+    not as the absolute path Python puts in `sys.argv[0]`.
+    """
+    if argv is None:
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        head = ["-m", spec.name.removesuffix(".__main__")] if spec is not None and spec.name else sys.argv[:1]
+        argv = [*head, *sys.argv[1:]]
     return shlex.join([Path(sys.executable).name, *argv])
 
 
@@ -113,6 +114,12 @@ def environment(argv: Optional[Sequence[str]] = None, **extra: Any) -> Dict[str,
     return facts
 
 
+def machine_description() -> str:
+    """The machine in one line: processor, CPUs, and how many of them this process may use."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs ({usable} usable)"
+
+
 def hide_tensorflow() -> None:
     """Make `import tensorflow` fail in this process, as on a machine without TensorFlow.
 
@@ -128,6 +135,7 @@ def hide_tensorflow() -> None:
 
 
 def tensorflow_imported() -> bool:
+    """Whether TensorFlow is loaded in this process (a process on JAX or torch should not have it)."""
     return sys.modules.get("tensorflow") is not None
 
 
@@ -136,152 +144,24 @@ def now() -> str:
     return time.strftime("%H:%M:%S")
 
 
-# --- timing --------------------------------------------------------------------------------
+# --- records -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Timing:
-    """Per-round and per-step times (ms) of one stepper; a round's time is its mean step."""
-
-    name: str
-    round_ms: List[float] = dataclasses.field(default_factory=list)
-    step_ms: List[float] = dataclasses.field(default_factory=list)
-
-    def add_round(self, step_ms: Sequence[float]) -> None:
-        self.step_ms.extend(step_ms)
-        self.round_ms.append(statistics.fmean(step_ms))
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.round_ms)
-
-    @property
-    def min_ms(self) -> float:
-        return min(self.round_ms)
-
-    @property
-    def step_median_ms(self) -> float:
-        return statistics.median(self.step_ms)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {
-            "median_ms": round(self.median_ms, 3),
-            "min_ms": round(self.min_ms, 3),
-            "step_median_ms": round(self.step_median_ms, 3),
-            "steps_per_s": round(1e3 / self.median_ms, 3),
-            "round_ms": [round(v, 3) for v in self.round_ms],
-        }
+def print_result(record: Dict[str, Any]) -> str:
+    """Print `RESULT {...}`, the record as one JSON line (every script's last line); returns the JSON."""
+    line = json.dumps(record, allow_nan=True, default=str)
+    print("RESULT " + line, flush=True)
+    return line
 
 
-def time_steps(step: Callable[[], Any], steps: int) -> List[float]:
-    """Milliseconds of each of `steps` calls of `step`; `step` must block until done."""
-    out = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
+def write_json(path, record: Dict[str, Any], indent: Optional[int] = None) -> Path:
+    """Write `record` as JSON (one line when `indent` is None) and a newline to `path`."""
+    path = Path(path)
+    path.write_text(json.dumps(record, indent=indent, allow_nan=True, default=str) + "\n")
+    return path
 
 
-def interleaved_rounds(
-    runners: Mapping[str, Callable[[int], Sequence[float]]], rounds: int, steps: int
-) -> Dict[str, Timing]:
-    """Time every runner in `rounds` rounds of `steps` steps, the order reversed every round.
-
-    `runners[name](n)` runs one untimed step (caches re-warmed after the
-    other runners, as a model in `fit` always runs warm) then `n` timed
-    steps, and returns their milliseconds: an in-process stepper
-    (`lambda n: (step(), time_steps(step, n))[1]`) or a proxy to a worker
-    process alike.
-    """
-    if rounds < 1 or steps < 1:
-        raise ValueError(f"rounds and steps must be >= 1, got {rounds} and {steps}.")
-    names = list(runners)
-    timings = {name: Timing(name) for name in names}
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else reversed(names):
-            timings[name].add_round(runners[name](steps))
-    return timings
-
-
-# --- statistics ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Interval:
-    """Mean, sample standard deviation and two-sided Student-t interval of n values."""
-
-    n: int
-    mean: float
-    std: float  # nan for n < 2
-    low: float  # nan for n < 2
-    high: float
-    confidence: float = 0.95
-
-
-def t_quantile(probability: float, df: float) -> float:
-    """The `probability` quantile of Student's t with `df` degrees of freedom."""
-    from scipy import stats
-
-    return float(stats.t.ppf(probability, df))
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """`mean +- t_{(1+c)/2, n-1} * std / sqrt(n)`; NaN values are dropped."""
-    kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    n = len(kept)
-    if n == 0:
-        nan = float("nan")
-        return Interval(0, nan, nan, nan, nan, confidence)
-    mean = statistics.fmean(kept)
-    if n < 2:
-        nan = float("nan")
-        return Interval(n, mean, nan, nan, nan, confidence)
-    std = statistics.stdev(kept)
-    half = t_quantile((1 + confidence) / 2, n - 1) * std / math.sqrt(n)
-    return Interval(n, mean, std, mean - half, mean + half, confidence)
-
-
-@dataclasses.dataclass(frozen=True)
-class Difference:
-    """`mean(a) - mean(b)` with Welch's t-test: interval, t, degrees of freedom, p (two-sided)."""
-
-    diff: float
-    low: float
-    high: float
-    t: float
-    df: float
-    p: float
-    n_a: int
-    n_b: int
-
-
-def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
-    """Welch's unequal-variance t-test of `mean(a) - mean(b)`; needs two values on each side.
-
-    Standard error `sqrt(s_a^2/n_a + s_b^2/n_b)`, Welch-Satterthwaite degrees
-    of freedom. With zero variance on both sides the test is undefined and
-    `t`, `p` and the interval are NaN (reported as such, never guessed).
-    """
-    sa, sb = t_interval(a), t_interval(b)
-    if sa.n < 2 or sb.n < 2:
-        raise ValueError(f"Welch's t-test needs >= 2 values per side, got {sa.n} and {sb.n}.")
-    diff = sa.mean - sb.mean
-    va, vb = sa.std**2 / sa.n, sb.std**2 / sb.n
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        nan = float("nan")
-        return Difference(diff, nan, nan, nan, nan, nan, sa.n, sb.n)
-    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
-    t = diff / se
-    from scipy import stats
-
-    p = float(2 * stats.t.sf(abs(t), df))
-    half = t_quantile((1 + confidence) / 2, df) * se
-    return Difference(diff, diff - half, diff + half, t, df, p, sa.n, sb.n)
-
-
-# --- tables and figures --------------------------------------------------------------------
+# --- tables --------------------------------------------------------------------------------
 
 
 def fmt(value: Optional[float], spec: str = ".3f", scale: float = 1.0) -> str:
@@ -291,45 +171,8 @@ def fmt(value: Optional[float], spec: str = ".3f", scale: float = 1.0) -> str:
     return format(value * scale, spec)
 
 
-def fmt_interval(s: Interval, spec: str = ".2f", scale: float = 1.0) -> str:
-    """"mean ± std [low, high]" (the 95% t-interval), or the mean alone for one value."""
-    if s.n == 0:
-        return "–"
-    if s.n < 2:
-        return f"{fmt(s.mean, spec, scale)} (n=1)"
-    return (f"{fmt(s.mean, spec, scale)} ± {fmt(s.std, spec, scale)} "
-            f"[{fmt(s.low, spec, scale)}, {fmt(s.high, spec, scale)}]")
-
-
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table: `header`, then one line per row (cells as `str` writes them)."""
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(figure, path, max_bytes: int = MAX_FIGURE_BYTES, dpi: int = 110) -> Path:
-    """Save `figure` as PNG at `path`, lowering the resolution until it fits `max_bytes`."""
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        while True:
-            figure.savefig(path, dpi=dpi)
-            if path.stat().st_size <= max_bytes or dpi <= 40:
-                break
-            dpi = int(dpi * 0.8)
-    finally:
-        plt.close(figure)
-    if path.stat().st_size > max_bytes:
-        raise ValueError(f"{path} is {path.stat().st_size} bytes even at {dpi} dpi; draw less in it.")
-    return path

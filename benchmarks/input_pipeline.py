@@ -10,8 +10,8 @@ to one CPU, one decoding thread) and on all cores of the machine.
 Images/s per core say how many CPU cores keep a GPU fed: a step of B images
 every t seconds needs B / t images/s, so B / (t * per-core rate) cores.
 
-    PYTHONPATH=. python benchmarks/input_pipeline.py --images 256 --batch 64
-    PYTHONPATH=. python benchmarks/input_pipeline.py --quick      # a few seconds, for tests
+    python -m benchmarks.input_pipeline --images 256 --batch 64
+    python -m benchmarks.input_pipeline --quick      # a few seconds, for tests
 
 The last line printed is `RESULT {...}`, the results as one JSON object;
 `--out FILE.md` also writes them as a table.
@@ -25,14 +25,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 QUICK = dict(images=32, batch=8, rounds=1, size=(120, 90))
 
@@ -125,13 +125,12 @@ def main(argv=None) -> dict:
                     "images_per_s": round(wall, 1),
                     "images_per_s_per_core": round(wall / len(cores), 1),
                     "images_per_cpu_s": round(statistics.median(per_cpu for _, per_cpu in rates), 1),
-                    "load_average": round(os.getloadavg()[0], 2),
+                    "load_average": harness.loadavg(),
                 }
                 results.append(row)
                 print(json.dumps(row), flush=True)
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-                   f"({len(all_cores)} usable), shared with other work",
+        "machine": f"{harness.machine_description()}, shared with other work",
         "image_size": list(size),
         "mean_jpeg_kB": round(kilobytes, 1),
         "images": args.images,
@@ -141,12 +140,16 @@ def main(argv=None) -> dict:
     }
     if args.out:
         args.out.write_text(markdown(report), encoding="utf-8")
-    print("RESULT " + json.dumps(report))
+    harness.print_result(report)
     return report
 
 
 def markdown(report: dict) -> str:
-    lines = [
+    """The results as the Markdown record (`--out`): what was measured, then one row per setting."""
+    header = ["decoder", "transform", "cores", "images/s", "images/s per core", "images/CPU-s", "load"]
+    keys = ["decoder", "transform", "cores", "images_per_s", "images_per_s_per_core", "images_per_cpu_s",
+            "load_average"]
+    return "\n".join([
         "# ImageNet input pipeline: decode + augment throughput",
         "",
         f"Synthetic JPEGs {report['image_size'][0]}x{report['image_size'][1]}, mean "
@@ -157,15 +160,8 @@ def markdown(report: dict) -> str:
         "images/CPU-s: per second of the process's CPU time (all threads), the cost per core that "
         "other work on a shared machine does not distort. load: the 1-minute load average after the row.",
         "",
-        "| decoder | transform | cores | images/s | images/s per core | images/CPU-s | load |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in report["results"]:
-        lines.append(
-            f"| {row['decoder']} | {row['transform']} | {row['cores']} | {row['images_per_s']} | "
-            f"{row['images_per_s_per_core']} | {row['images_per_cpu_s']} | {row['load_average']} |"
-        )
-    return "\n".join(lines) + "\n"
+        harness.markdown_table(header, [[row[key] for key in keys] for row in report["results"]]),
+    ])
 
 
 if __name__ == "__main__":

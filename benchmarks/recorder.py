@@ -1,6 +1,6 @@
 """What one ablation run records while it trains: timing, deadline, diagnostics, histograms.
 
-`Recorder` gives `ablation.py` its callbacks and turns what they saw into
+`Recorder` gives one ablation run (`ablation_one.py`) its callbacks and turns what they saw into
 CSV rows:
 
 * `timer()` (first in the callback list, so the diagnostics' end-of-epoch
@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
+
+from benchmarks.harness import environment
 
 _OWN = ("dead_share", "quant_error", "entropy", "binary_entropy", "flip_ratio")
 _NAN = float("nan")
@@ -169,9 +171,7 @@ class Recorder:
 
     @staticmethod
     def versions() -> str:
-        import harness
-
-        facts = harness.environment()
+        facts = environment()
         return " ".join(f"{k}={facts[k]}" for k in ("python", "numpy", "keras", "jax", "torch", "tensorflow")
                         if k in facts)
 

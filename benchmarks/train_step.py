@@ -1,6 +1,6 @@
 """Train-step time of ReCU networks: against the straight-through floor, and across engines.
 
-Two measurements, each side by side in interleaved rounds (`harness`):
+Two measurements, each side by side in interleaved rounds (`timing`):
 
 * `floor`: `ReCUConv2D` against the cheapest binary conv with a channel scale
   (the same layer with a plain-STE input sign and an identity-gradient kernel
@@ -14,9 +14,11 @@ Two measurements, each side by side in interleaved rounds (`harness`):
 
 What each number means, the machines and the recorded results: BENCHMARKS.md.
 
-    PYTHONPATH=. python benchmarks/train_step.py floor --model resnet20 --jit off
-    PYTHONPATH=. python benchmarks/train_step.py engines --engines keras-jax,keras-tensorflow --batch 256
-    PYTHONPATH=. python benchmarks/train_step.py engines --engines keras-jax,authors-torch --seconds 60
+    python -m benchmarks.train_step floor --model resnet20 --jit off
+    python -m benchmarks.train_step engines --engines keras-jax,keras-tensorflow --batch 256
+    python -m benchmarks.train_step engines --engines keras-jax,authors-torch --seconds 60
+
+(from the repository root).
 
 The last line printed is `RESULT {...}`, the results as one JSON object.
 """
@@ -28,15 +30,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Dict, Optional, Sequence  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.engines import Worker  # noqa: E402
+from benchmarks.timing import interleaved_rounds, time_steps  # noqa: E402
 
 TARGET_RATIO = 1.10
 QUICK = dict(batch=8, size=16, channels=16, layers=2, steps=3, rounds=2, warmup=1)
@@ -121,13 +122,13 @@ def floor(args: argparse.Namespace) -> Dict[str, Any]:
     for name in names:
         model, batch = build_floor_model(args, variants[name])
         step = (lambda m, b: lambda: float(m.train_on_batch(*b)))(model, batch)
-        first = harness.time_steps(step, 1)[0]
+        first = time_steps(step, 1)[0]
         print(f"  [{harness.now()}] {name:<18} first step (trace/compile) {first / 1e3:.1f} s", flush=True)
-        runners[name] = (lambda s: lambda n: (s(), harness.time_steps(s, n))[1])(step)
+        runners[name] = (lambda s: lambda n: (s(), time_steps(s, n))[1])(step)
     for run in runners.values():  # warm up once every model exists (see BENCHMARKS.md)
-        harness.time_steps(lambda: run(1), args.warmup)
+        time_steps(lambda: run(1), args.warmup)
     load_before = harness.loadavg()
-    timings = harness.interleaved_rounds(runners, args.rounds, args.steps)
+    timings = interleaved_rounds(runners, args.rounds, args.steps)
     base = timings["floor"]
     variants = {name: {**t.as_dict(), "ratio_median": round(t.median_ms / base.median_ms, 4),
                        "ratio_min": round(t.min_ms / base.min_ms, 4),
@@ -149,8 +150,6 @@ def floor(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def engines(args: argparse.Namespace) -> Dict[str, Any]:
-    from engines import Worker
-
     workers = {name: Worker(name, args.batch, args.seed) for name in args.engines}
     facts: Dict[str, Any] = {}
     ready_by = time.time() + args.ready_timeout
@@ -171,7 +170,7 @@ def engines(args: argparse.Namespace) -> Dict[str, Any]:
             probe = sum(statistics.median(w(3)) for w in workers.values()) / 1e3
             args.steps = max(2, min(500, int(args.seconds / (args.rounds * probe))))
         load_before = harness.loadavg()
-        timings = harness.interleaved_rounds(workers, args.rounds, args.steps)
+        timings = interleaved_rounds(workers, args.rounds, args.steps)
     finally:
         for worker in workers.values():
             worker.close()
@@ -242,10 +241,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             print(f"jit_compile={jit}")
             print_table(result)
             report["runs"].append(result)
-    line = json.dumps(report, allow_nan=True, default=str)
-    print("RESULT " + line, flush=True)
+    harness.print_result(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=True, default=str) + "\n")
+        harness.write_json(args.json, report, indent=2)
     return report
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks import ablation, ablation_campaign, ablation_design, ablation_one, harness, intervals, timing
+from benchmarks.campaign import RowStore, Task, run_pool
+from benchmarks.figures import pyplot, save_figure
+from benchmarks.launch import module_command, module_env, python_command
 
-import ablation  # noqa: E402
-import harness  # noqa: E402
-from campaign import RowStore, Task, python_command, run_pool  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 
@@ -28,20 +28,20 @@ T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
 
 
 def test_t_interval_against_hand_computed_numbers():
-    s = harness.t_interval([0.70, 0.72, 0.74, float("nan")])  # NaN dropped
+    s = intervals.t_interval([0.70, 0.72, 0.74, float("nan")])  # NaN dropped
     half = T_975_DF2 * 0.02 / math.sqrt(3)
     assert (s.n, s.mean, s.std) == (3, pytest.approx(0.72), pytest.approx(0.02))
     assert (s.low, s.high) == (pytest.approx(0.72 - half), pytest.approx(0.72 + half))
-    one = harness.t_interval([0.5])
+    one = intervals.t_interval([0.5])
     assert one.mean == 0.5 and math.isnan(one.std) and math.isnan(one.low)
-    assert harness.fmt_interval(s, ".2f", 100) == "72.00 ± 2.00 [67.03, 76.97]"
-    assert harness.fmt_interval(one, ".1f", 100) == "50.0 (n=1)"
+    assert intervals.fmt_interval(s, ".2f", 100) == "72.00 ± 2.00 [67.03, 76.97]"
+    assert intervals.fmt_interval(one, ".1f", 100) == "50.0 (n=1)"
 
 
 def test_welch_against_hand_computed_numbers():
     a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]
     # var(a) = 1, var(b) = 5/3; se^2 = 1/3 + 5/12 = 3/4
-    d = harness.welch(a, b)
+    d = intervals.welch(a, b)
     df = 0.75**2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
     assert d.diff == pytest.approx(-3.5) and d.t == pytest.approx(-3.5 / math.sqrt(0.75))
     assert d.df == pytest.approx(df)
@@ -51,10 +51,10 @@ def test_welch_against_hand_computed_numbers():
     independent = stats.ttest_ind(a, b, equal_var=False)
     assert (d.t, d.p) == (pytest.approx(independent.statistic), pytest.approx(independent.pvalue))
     assert d.low < d.diff < d.high < 0
-    flat = harness.welch([1.0, 1.0], [2.0, 2.0])
+    flat = intervals.welch([1.0, 1.0], [2.0, 2.0])
     assert flat.diff == -1.0 and math.isnan(flat.p)  # undefined, reported as such
     with pytest.raises(ValueError, match=">= 2 values per side"):
-        harness.welch([1.0], [1.0, 2.0])
+        intervals.welch([1.0], [1.0, 2.0])
 
 
 def test_interleaved_rounds_alternate_the_order():
@@ -63,7 +63,7 @@ def test_interleaved_rounds_alternate_the_order():
     def runner(name, ms):
         return lambda n: calls.append(name) or [ms] * n
 
-    timings = harness.interleaved_rounds({"a": runner("a", 2.0), "b": runner("b", 3.0)}, rounds=3, steps=4)
+    timings = timing.interleaved_rounds({"a": runner("a", 2.0), "b": runner("b", 3.0)}, rounds=3, steps=4)
     assert calls == ["a", "b", "b", "a", "a", "b"]
     assert timings["b"].median_ms == 3.0 and len(timings["a"].step_ms) == 12
     assert timings["a"].as_dict()["steps_per_s"] == 500.0
@@ -72,10 +72,10 @@ def test_interleaved_rounds_alternate_the_order():
 def test_environment_and_figure_limit(tmp_path):
     facts = harness.environment(["bench.py", "--x", "a b"])
     assert facts["command"].endswith("bench.py --x 'a b'") and facts["cpu_count"] >= 1
-    plt = harness.pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(12, 9))
     axis.imshow(np.random.default_rng(0).random((400, 400)))  # noise compresses badly
-    path = harness.save_figure(figure, tmp_path / "noise.png", max_bytes=200_000)
+    path = save_figure(figure, tmp_path / "noise.png", max_bytes=200_000)
     assert 0 < path.stat().st_size <= 200_000
 
 
@@ -101,11 +101,10 @@ def test_row_store_appends_reads_and_refuses_other_columns(tmp_path):
 
 def test_row_store_concurrent_appends_lose_nothing(tmp_path):
     path = tmp_path / "r.csv"
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from campaign import RowStore\n"
-            "s = RowStore(sys.argv[2], ('writer', 'i', 'pad'))\n"
-            "for i in range(40): s.append([{'writer': sys.argv[3], 'i': i, 'pad': 'x' * 3000}])")
-    writers = [subprocess.Popen([sys.executable, "-c", code, str(ROOT / "benchmarks"), str(path), str(w)])
-               for w in range(4)]
+    code = ("import sys; from benchmarks.campaign import RowStore\n"
+            "s = RowStore(sys.argv[1], ('writer', 'i', 'pad'))\n"
+            "for i in range(40): s.append([{'writer': sys.argv[2], 'i': i, 'pad': 'x' * 3000}])")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w)], cwd=ROOT) for w in range(4)]
     assert all(w.wait(60) == 0 for w in writers)
     rows = RowStore(path, ("writer", "i", "pad")).rows()
     assert sorted((r["writer"], int(r["i"])) for r in rows) == [(str(w), i) for w in range(4) for i in range(40)]
@@ -135,9 +134,9 @@ def test_run_pool_interrupted_by_sigterm_kills_its_runs(tmp_path):
 
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    parent = ("import sys; sys.path.insert(0, sys.argv[1]); from campaign import *\n"
-              "exit_on_sigterm(); run_pool([Task(('s',), [sys.executable, '-c', sys.argv[2]])], 1, log=print)")
-    pool = subprocess.Popen([sys.executable, "-c", parent, str(ROOT / "benchmarks"), child])
+    parent = ("import sys; from benchmarks.campaign import *\n"
+              "exit_on_sigterm(); run_pool([Task(('s',), [sys.executable, '-c', sys.argv[1]])], 1, log=print)")
+    pool = subprocess.Popen([sys.executable, "-c", parent, child], cwd=ROOT)
     for _ in range(300):
         if pid_file.exists() and pid_file.read_text():
             break
@@ -159,7 +158,7 @@ def test_run_pool_interrupted_by_sigterm_kills_its_runs(tmp_path):
 
 
 def _row(variant, seed, budget="full-e10", accuracy=0.9, rate=0.1, **extra):
-    row = {c: "" for c in ablation.RUN_COLUMNS}
+    row = {c: "" for c in ablation_design.RUN_COLUMNS}
     row.update(run_id=f"{variant}-{seed}-{rate}", variant=variant, seed=seed, budget=budget, epochs=10,
                learning_rate=rate, test_accuracy=accuracy, backend="jax", device="cpu", seconds=100,
                seconds_per_epoch=9.0, **extra)
@@ -167,25 +166,25 @@ def _row(variant, seed, budget="full-e10", accuracy=0.9, rate=0.1, **extra):
 
 
 def test_pending_tasks_skip_recorded_runs_in_priority_order(tmp_path, capsys):
-    files = ablation.stores(tmp_path, "full-e10")
+    files = ablation_design.stores(tmp_path, "full-e10")
     files["runs"].append([_row("recu", 0), _row("ste", 1, rate=0.3)])
     args = ablation.parse_args(["run", "--budget", "full-e10", "--out", str(tmp_path),
                                 "--variants", "tau_fixed_0.94,recu_constraint,recu,ste"])
-    keys = [t.key for t in ablation.pending_tasks(args)]
+    keys = [t.key for t in ablation_campaign.pending_tasks(args)]
     # tier 1 (recu; ste has no learning rate yet), seeds in order, then tier 2, then tier 3
     assert keys == [("recu", 1), ("recu", 2), ("recu_constraint", 0), ("recu_constraint", 1),
                     ("recu_constraint", 2), ("tau_fixed_0.94", 0), ("tau_fixed_0.94", 1), ("tau_fixed_0.94", 2)]
     assert "skipping ste: no learning rate" in capsys.readouterr().out
-    sweep = ablation.stores(tmp_path, "sweep-e4")["runs"]
+    sweep = ablation_design.stores(tmp_path, "sweep-e4")["runs"]
     sweep.append([_row("ste", s, "sweep-e4", acc, rate) for s, acc, rate in
                   [(0, 0.80, 0.3), (1, 0.82, 0.3), (0, 0.81, 1.0), (1, 0.81, 1.0), (0, 0.6, 0.03)]])
-    assert ablation.best_learning_rate(tmp_path, "sweep-e4") == 0.3  # equal means: the smaller rate
-    tasks = ablation.pending_tasks(args)
+    assert ablation_design.best_learning_rate(tmp_path, "sweep-e4") == 0.3  # equal means: the smaller rate
+    tasks = ablation_campaign.pending_tasks(args)
     ste = [t for t in tasks if t.key[0] == "ste"]
     assert [t.key for t in ste] == [("ste", 0), ("ste", 2)]
     assert ste[0].command[ste[0].command.index("--learning-rate") + 1] == "0.3"
     sweep_args = ablation.parse_args(["run", "--budget", "sweep-e4", "--out", str(tmp_path)])
-    sweep_keys = [t.key for t in ablation.pending_tasks(sweep_args)]
+    sweep_keys = [t.key for t in ablation_campaign.pending_tasks(sweep_args)]
     assert len(sweep_keys) == 15 - 5 and ("ste", 0, 0.1) in sweep_keys and ("ste", 0, 0.3) not in sweep_keys
 
 
@@ -193,17 +192,19 @@ def test_campaign_appends_then_a_rerun_skips(tmp_path):
     """A fake `_one` that appends its row: the second pass finds nothing left to do."""
     args = ablation.parse_args(["run", "--budget", "smoke", "--out", str(tmp_path),
                                 "--variants", "recu,clamp_fixed", "--seeds", "0,1"])
-    fake = ("import sys; sys.path.insert(0, sys.argv[1]); import ablation\n"
-            "v, s = sys.argv[2], int(sys.argv[3])\n"
-            "row = {c: '' for c in ablation.RUN_COLUMNS}\n"
+    fake = ("import sys, pathlib; from benchmarks import ablation_design as design\n"
+            "v, s = sys.argv[1], int(sys.argv[2])\n"
+            "row = {c: '' for c in design.RUN_COLUMNS}\n"
             "row.update(run_id=f'{v}{s}', variant=v, seed=s, budget='smoke', learning_rate=0.1)\n"
-            "ablation.stores(ablation.Path(sys.argv[4]), 'smoke')['runs'].append([row])")
-    tasks = [Task(t.key, [sys.executable, "-c", fake, str(ROOT / "benchmarks"), t.key[0], str(t.key[1]),
-                          str(tmp_path)]) for t in ablation.pending_tasks(args)]
+            "design.stores(pathlib.Path(sys.argv[3]), 'smoke')['runs'].append([row])")
+    pending = ablation_campaign.pending_tasks(args)
+    assert all(t.command[1:4] == ["-m", "benchmarks.ablation", "_one"] for t in pending)
+    tasks = [Task(t.key, [sys.executable, "-c", fake, t.key[0], str(t.key[1]), str(tmp_path)]) for t in pending]
     assert [t.key for t in tasks] == [("recu", 0), ("clamp_fixed", 0), ("recu", 1), ("clamp_fixed", 1)]
-    assert all(o.status == "done" for o in run_pool(tasks, parallel=2, log=lambda _: None))
-    assert ablation.pending_tasks(args) == []
+    assert all(o.status == "done" for o in run_pool(tasks, parallel=2, log=lambda _: None, env=module_env()))
+    assert ablation_campaign.pending_tasks(args) == []
     assert python_command(Path("x.py"), "--seed", 3) == [sys.executable, "x.py", "--seed", "3"]
+    assert module_command("benchmarks.ablation", "_one") == [sys.executable, "-m", "benchmarks.ablation", "_one"]
 
 
 def test_variants_build_the_named_kernels_from_the_same_initial_weights():
@@ -215,7 +216,7 @@ def test_variants_build_the_named_kernels_from_the_same_initial_weights():
     kernels = {}
     for name in ("recu", "standardize_only", "ste", "recu_constraint", "tau_fixed_0.99", "full_precision"):
         keras.utils.set_random_seed(7)
-        model, callbacks, names = ablation.build_variant(name, (8, 8, 1), 3, epochs=4)
+        model, callbacks, names = ablation_one.build_variant(name, (8, 8, 1), 3, epochs=4)
         assert len(names) == 18
         layer = model.get_layer(names[0])
         kernels[name] = keras.ops.convert_to_numpy(layer.kernel)
@@ -240,12 +241,10 @@ def test_recorder_timer_measures_epochs_and_gives_up_before_the_deadline(capsys)
     import time
     import types
 
-    from recorder import Recorder
-
-    from recorder import GIVE_UP_AFTER
+    from benchmarks.recorder import GIVE_UP_AFTER, Recorder
 
     epochs = GIVE_UP_AFTER + 3
-    recorder = Recorder(ablation.VARIANTS["recu"], 0.85, epochs=epochs, deadline=time.time() + 0.6,
+    recorder = Recorder(ablation_design.VARIANTS["recu"], 0.85, epochs=epochs, deadline=time.time() + 0.6,
                         hist_range=(-1, 1), hist_bins=4, layer_names=[], label="fake")
     timer, model = recorder.timer(), types.SimpleNamespace(stop_training=False)
     timer.set_model(model)
@@ -266,7 +265,7 @@ def test_recorder_timer_measures_epochs_and_gives_up_before_the_deadline(capsys)
 
 
 def test_report_tables_against_hand_computed_numbers(tmp_path):
-    files = ablation.stores(tmp_path, "full-e10")
+    files = ablation_design.stores(tmp_path, "full-e10")
     accuracies = {"recu": (0.90, 0.91, 0.92), "standardize_only": (0.88, 0.89, 0.90),
                   "ste": (0.70, 0.72, 0.74), "full_precision": (0.93, 0.93, 0.94)}
     files["runs"].append(_row(v, s, accuracy=a, dead_share=0.1, dead_share_085=0.3)
@@ -276,7 +275,7 @@ def test_report_tables_against_hand_computed_numbers(tmp_path):
     files["histograms"].append({"run_id": f"{v}-0-0.1", "variant": v, "seed": 0, "stage": stage, "epoch": 0,
                                 "low": -12, "high": 12, "underflow": 0, "overflow": 0, "counts": "1 2 3 2 1"}
                                for v in accuracies for stage in ("start", "end"))
-    from ablation_report import report
+    from benchmarks.ablation_report import report
 
     text = report("full-e10", tmp_path, tmp_path / "figures").read_text()
     half = T_975_DF2 * 1.0 / math.sqrt(3)  # std 1 point for recu
@@ -295,7 +294,7 @@ def test_report_tables_against_hand_computed_numbers(tmp_path):
 
 def test_engine_worker_protocol_and_failure():
     pytest.importorskip("torch")
-    from engines import Worker
+    from benchmarks.engines import Worker
 
     worker = Worker("authors-torch", batch=2, warmup=0)
     try:
@@ -319,7 +318,7 @@ def test_engine_worker_protocol_and_failure():
 
 def test_authors_binarize_conv_computes_the_reference_formulas():
     torch = pytest.importorskip("torch")
-    from authors_resnet20_torch import BinarizeConv2d, build
+    from benchmarks.authors_resnet20_torch import BinarizeConv2d, build
 
     conv = BinarizeConv2d(2, 3, kernel_size=3, padding=1, bias=False)
     conv.tau.fill_(0.9)

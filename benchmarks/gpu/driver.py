@@ -1,18 +1,20 @@
 """The GPU session, under one deadline: train-step timing, ste sweep, ablation budget, report.
 
-Started by `run.sh` (which installs the carried wheels and sets the
-environment). Phases, each a subprocess of the scripts in benchmarks/:
+Started by `run.sh` as `python -m benchmarks.gpu.driver` (run.sh installs
+the carried wheels and sets the environment). Phases, each a subprocess
+running a module of benchmarks/ (`python -m benchmarks.<module>`):
 
-(a) `train_step.py engines`: keras_recu ResNet-20 1w1a on JAX against the
+(a) `train_step engines`: keras_recu ResNet-20 1w1a on JAX against the
     authors' PyTorch model (and Keras on torch), batch 256, 32x32x3,
     interleaved rounds on the idle GPU.
-(b) `ablation.py run --budget sweep-e4`: the ste learning-rate sweep, as
+(b) `ablation run --budget sweep-e4`: the ste learning-rate sweep, as
     many runs at once as the main budget will have, so that its epoch times
     measure the GPU shared that way; then the largest predefined budget
     (`full-e50` down to `full-e10`) whose predicted time fits what is left,
-    run with the variants by priority (ablation.VARIANTS tiers); runs that
-    would end after the deadline are not started or are abandoned.
-(c) `ablation.py report` for both budgets, then at most 8 files into $OUT:
+    run with the variants by priority (the tiers of
+    `ablation_design.VARIANTS`); runs that would end after the deadline are
+    not started or are abandoned.
+(c) `ablation report` for both budgets, then at most 8 files into $OUT:
     the budget's CSVs and reading, the timing JSON, the log, and a tar of
     everything.
 
@@ -32,11 +34,9 @@ import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCH))
-from ablation import VARIANTS, stores  # noqa: E402
-from campaign import kill_groups, number  # noqa: E402
+from benchmarks.ablation_design import VARIANTS, stores
+from benchmarks.campaign import kill_groups, number
+from benchmarks.launch import ROOT, module_command, module_env
 
 #: (epochs, runs at once) in order of preference: 50 epochs first (issue 10), then all six variants.
 PLANS = ((50, 18), (50, 15), (30, 18), (30, 15), (20, 18), (20, 15), (15, 15), (10, 15))
@@ -45,13 +45,15 @@ SAFETY = 1.15  # predicted run times are multiplied by this before they must fit
 
 
 def log(message: str) -> None:
+    """A progress line of the driver, timestamped."""
     print(f"[{time.strftime('%H:%M:%S')}] driver: {message}", flush=True)
 
 
-def call(args, limit_s: float) -> int:
-    """Run a benchmark script, in a process group of its own, killed as a whole after `limit_s`."""
-    log("$ " + " ".join(str(a) for a in args))
-    process = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, start_new_session=True)
+def call(module: str, args, limit_s: float) -> int:
+    """Run benchmark `module` with `args` in a process group of its own, killed as a whole after `limit_s`."""
+    command = module_command(module, *args)
+    log("$ " + " ".join(command))
+    process = subprocess.Popen(command, cwd=ROOT, env=module_env(), start_new_session=True)
     try:
         return process.wait(max(1.0, limit_s))
     except subprocess.TimeoutExpired:
@@ -105,7 +107,7 @@ def main() -> int:
     engines = "keras-jax,authors-torch" + ("" if args.smoke else ",keras-torch")
     steps = ["--batch", 32, "--rounds", 3, "--steps", 2] if args.smoke else ["--batch", 256, "--rounds", 7,
                                                                               "--seconds", 25, "--ready-timeout", 100]
-    call([BENCH / "train_step.py", "engines", "--engines", engines, *steps, "--json", out / "train_step.json"],
+    call("benchmarks.train_step", ["engines", "--engines", engines, *steps, "--json", out / "train_step.json"],
          min(150, left() / 4))
 
     platform = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform)"],
@@ -116,8 +118,8 @@ def main() -> int:
 
     # (b) the ste sweep, then the budget that fits
     sweep, parallel = ("sweep-smoke", 2) if args.smoke else ("sweep-e4", 15)
-    call([BENCH / "ablation.py", "run", "--budget", sweep, "--parallel", parallel, "--deadline",
-          left() * (0.6 if args.smoke else 0.3), *common], left())
+    call("benchmarks.ablation", ["run", "--budget", sweep, "--parallel", parallel, "--deadline",
+                                 left() * (0.6 if args.smoke else 0.3), *common], left())
     measured = timing(sweep, results)
     if args.smoke:
         budget, parallel = "smoke", 2
@@ -131,13 +133,13 @@ def main() -> int:
             f"chose {budget} with {parallel} at once, predicted {predicted:.0f} s of {left() - RESERVE_S:.0f}")
     order = sorted(VARIANTS, key=lambda name: VARIANTS[name].tier)
     ste = [] if stores(results, sweep)["runs"].rows() else ["--ste-learning-rate", 0.1]
-    call([BENCH / "ablation.py", "run", "--budget", budget, "--parallel", parallel, "--variants", ",".join(order),
-          "--deadline", left() - RESERVE_S, *ste, *common], left() - RESERVE_S + 10)
+    call("benchmarks.ablation", ["run", "--budget", budget, "--parallel", parallel, "--variants", ",".join(order),
+                                 "--deadline", left() - RESERVE_S, *ste, *common], left() - RESERVE_S + 10)
 
     # (c) the reading, and the files that come back
     for name in (sweep, budget):
         if stores(results, name)["runs"].rows():
-            call([BENCH / "ablation.py", "report", "--budget", name, "--out", results], max(5, left() - 10))
+            call("benchmarks.ablation", ["report", "--budget", name, "--out", results], max(5, left() - 10))
     with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
         tar.add(results, arcname="results")
     for name in (f"ablation-{budget}.csv", f"ablation-{budget}-epochs.csv", f"ablation-{budget}-report.md",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The GPU session (issue 9 item 8, issue 10): see benchmarks/gpu/driver.py and BENCHMARKS.md.
+# The repository root is put on PYTHONPATH: the package is this checkout, not installed.
 # From the repository root, with .whl (keras, namex, optree wheels) and .data (Fashion-MNIST IDX) carried:
 #   bash benchmarks/gpu/run.sh                      # on the GPU machine; results in $OUT
 #   OUT=/tmp/out PYTHON=.venv/bin/python bash benchmarks/gpu/run.sh --smoke --seconds 600   # CPU check
@@ -19,4 +20,4 @@ fi
 "$PY" -c 'import sys, numpy, keras, jax, keras_recu; print("preflight: python", sys.version.split()[0], "numpy", numpy.__version__, "keras", keras.__version__, "jax", jax.__version__, jax.devices())' || exit 1
 ls .data/*-ubyte.gz >/dev/null || { echo "no Fashion-MNIST IDX files in .data/"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv || echo "no nvidia-smi"
-"$PY" benchmarks/gpu/driver.py --out "$OUT" --started "$START" "$@" 2>&1 | tee "$OUT/log.txt"
+"$PY" -m benchmarks.gpu.driver --out "$OUT" --started "$START" "$@" 2>&1 | tee "$OUT/log.txt"
