@@ -64,7 +64,7 @@ test: $(VENV)/.installed-test
 	echo "=== all three backends green"
 
 bench: $(VENV)/.installed-demo
-	$(PY) benchmarks/train_step.py
+	$(PY) -m benchmarks.train_step
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,4 +1,4 @@
-"""Decode + augment throughput of the ImageNet input pipeline (keras_recu.app.imagenet).
+"""Decode + augment throughput of the ImageNet input pipeline (keras_recu.app.data.imagenet).
 
 Writes a tree of synthetic JPEGs of ImageNet's typical size (500x375, about
 ImageNet's ~110 kB per file at quality 90), then times `StreamBatches` over
@@ -66,7 +66,7 @@ def time_pass(root: Path, decoder: str, augment: bool, batch: int, workers) -> t
     that other work shares, they measure the pipeline's cost per core where
     wall time would measure its share of the machine.
     """
-    from keras_recu.app import imagenet
+    from keras_recu.app.data import imagenet
 
     source = imagenet.FolderSource(root / "train")
     batches = imagenet.StreamBatches(
