@@ -2,9 +2,10 @@
 
 larq is written for Keras 2 and runs on TensorFlow 2.21 only when `tf.keras`
 is tf-keras, which TensorFlow decides when it is first imported (from the
-variable `TF_USE_LEGACY_KERAS`). Importing this module arranges that: if
-TensorFlow is not imported yet it sets `TF_USE_LEGACY_KERAS=1`; if it already
-is, with Keras 3 as `tf.keras`, it raises an ImportError that says what to do.
+variable `TF_USE_LEGACY_KERAS`). Importing this module arranges that
+(`keras_recu._legacy_keras.require_tf_keras`): if TensorFlow is not imported
+yet it sets `TF_USE_LEGACY_KERAS=1`; if it already is, with Keras 3 as
+`tf.keras`, it raises an ImportError that says what to do.
 Keras 3 (`import keras`) stays usable in the same process.
 
 The quantizers, constraint and scheduler here are tf-keras objects that call
@@ -31,33 +32,12 @@ quantizers up by their plain class names.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Optional
 
-_HOW_TO_FIX = (
-    "Import keras_recu.larq (or larq) before anything imports tensorflow or "
-    "keras, or start Python with the environment variable "
-    "TF_USE_LEGACY_KERAS=1 (for example `TF_USE_LEGACY_KERAS=1 python train.py`)."
-)
+from keras_recu import _legacy_keras
 
-
-def _arrange_tf_keras() -> None:
-    if "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        return
-    import tensorflow as tf
-
-    layer_module = tf.keras.layers.Layer.__module__
-    if not layer_module.startswith("tf_keras."):
-        raise ImportError(
-            "keras_recu.larq needs tf.keras to be tf-keras (Keras 2), the Keras "
-            "that larq is written for, but TensorFlow was already imported with "
-            f"Keras {getattr(tf.keras, '__version__', '3')} as tf.keras. {_HOW_TO_FIX}"
-        )
-
-
-_arrange_tf_keras()
+# Before TensorFlow loads: larq needs tf.keras to be tf-keras.
+_legacy_keras.require_tf_keras()
 
 import larq  # noqa: E402
 import tensorflow as tf  # noqa: E402
