@@ -7,9 +7,12 @@ per concept:
 
 * `keras_recu.ops`: the ReCU math (standardize, Laplace threshold, clamp,
   sign, activation gradient, tau schedule), used by everything else;
+* `keras_recu.tau`: tau as training state (`HasTau`, `make_tau_variable`),
+  what a scheduler sets;
 * `keras_recu.quantizers`: `ReCUSign`, `ReCUInputSign`, `SteSign`, `NoOp`;
 * `keras_recu.constraints`: `ReCUClamp`;
-* `keras_recu.callbacks`: `TauScheduler`;
+* `keras_recu.callbacks`: `TauScheduler` and the schedule logic that the
+  larq front's `TauScheduler` shares;
 * `keras_recu.layers`: `QuantConv2D`, `QuantDense`, `QuantDepthwiseConv2D`,
   `ReCUConv2D`, `LearnableBias`;
 * `keras_recu.models`: the paper's CIFAR ResNet-20/18/34 and VGG-small 1w1a,
@@ -48,7 +51,7 @@ from keras_recu import _legacy_keras
 
 __version__ = "0.1.0"
 
-_CORE = ("ops", "quantizers", "constraints", "callbacks", "layers", "models",
+_CORE = ("ops", "tau", "quantizers", "constraints", "callbacks", "layers", "models",
          "optimizers", "losses", "diagnostics", "profile", "inspection")
 _SUBMODULES = (*_CORE, "app", "deploy", "larq", "torch_import")
 

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 
 from keras_recu import ops as recu_ops
-from keras_recu._tau import HasTau, make_tau_variable
+from keras_recu.tau import HasTau, make_tau_variable
 
 __all__ = ["ReCUClamp"]
 

@@ -43,7 +43,8 @@ import larq  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_recu import ops as recu_ops  # noqa: E402
-from keras_recu._tau import HasTau, TauScheduleLogic  # noqa: E402
+from keras_recu.callbacks import TauScheduleLogic  # noqa: E402
+from keras_recu.tau import HasTau  # noqa: E402
 
 __all__ = ["ReCUSign", "ReCUInputSign", "ReCUClamp", "TauScheduler"]
 
@@ -240,14 +241,5 @@ class TauScheduler(TauScheduleLogic, tf.keras.callbacks.Callback):
 
     Sets tau on every `ReCUSign` and `ReCUClamp` of this module in the model
     at the start of each epoch, logs it as `"tau"`, honours `initial_epoch`.
+    The same arguments and defaults; the same logic, `TauScheduleLogic`.
     """
-
-    def __init__(
-        self,
-        tau_min: float = recu_ops.TAU_MIN,
-        tau_max: float = recu_ops.TAU_MAX,
-        epochs: Optional[int] = None,
-        verbose: int = 0,
-    ) -> None:
-        super().__init__()
-        self._init_schedule(tau_min, tau_max, epochs, verbose)

@@ -33,7 +33,7 @@ import keras
 from keras import ops
 
 from keras_recu import ops as recu_ops
-from keras_recu._tau import HasTau, make_tau_variable
+from keras_recu.tau import HasTau, make_tau_variable
 
 __all__ = ["NoOp", "ReCUSign", "ReCUInputSign", "SteSign", "get", "serialize", "deserialize"]
 
