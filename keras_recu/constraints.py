@@ -54,7 +54,7 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,

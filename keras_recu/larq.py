@@ -125,7 +125,7 @@ class ReCUSign(HasTau, _StatefulQuantizer):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,
@@ -207,7 +207,7 @@ class ReCUClamp(HasTau, tf.keras.constraints.Constraint):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,
