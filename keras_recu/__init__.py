@@ -7,9 +7,12 @@ per concept:
 
 * `keras_recu.ops`: the ReCU math (standardize, Laplace threshold, clamp,
   sign, activation gradient, tau schedule), used by everything else;
+* `keras_recu.tau`: tau as training state (`HasTau`, `make_tau_variable`),
+  what a scheduler sets;
 * `keras_recu.quantizers`: `ReCUSign`, `ReCUInputSign`, `SteSign`, `NoOp`;
 * `keras_recu.constraints`: `ReCUClamp`;
-* `keras_recu.callbacks`: `TauScheduler`;
+* `keras_recu.callbacks`: `TauScheduler` and the schedule logic that the
+  larq front's `TauScheduler` shares;
 * `keras_recu.layers`: `QuantConv2D`, `QuantDense`, `QuantDepthwiseConv2D`,
   `ReCUConv2D`, `LearnableBias`;
 * `keras_recu.models`: the paper's CIFAR ResNet-20/18/34 and VGG-small 1w1a,
@@ -35,48 +38,30 @@ Above it, each needing TensorFlow (or torch, for reading checkpoints):
 Importing any `keras_recu` module registers every serializable object of the
 core with Keras, so a saved model loads in a fresh process after any
 `import keras_recu...`. The TensorFlow-bound modules load on first use.
+Before that, where the larq extra is installed, the package makes TensorFlow's
+`tf.keras` tf-keras (`keras_recu._legacy_keras`, the one owner of
+`TF_USE_LEGACY_KERAS`).
 """
 
 import importlib
-import importlib.util
 import os
 import sys
 
+from keras_recu import _legacy_keras
+
 __version__ = "0.1.0"
 
-_CORE = ("ops", "quantizers", "constraints", "callbacks", "layers", "models",
+_CORE = ("ops", "tau", "quantizers", "constraints", "callbacks", "layers", "models",
          "optimizers", "losses", "diagnostics", "profile", "inspection")
 _SUBMODULES = (*_CORE, "app", "deploy", "larq", "torch_import")
 
 __all__ = [*_SUBMODULES, "summary", "__version__"]
 
 
-def _backend_is_tensorflow() -> bool:
-    # Keras' own rule: KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow.
-    # Only the variable is read here; keras.json is read when keras loads.
-    return os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
-
-
-def _arrange_tf_keras() -> None:
-    """Make `tf.keras` tf-keras when the larq front is installed, before TensorFlow loads.
-
-    larq needs `tf.keras` to be tf-keras (Keras 2), and TensorFlow decides
-    that from TF_USE_LEGACY_KERAS when it is first imported. Registering the
-    core imports Keras 3, and Keras 3 on the TensorFlow backend imports
-    TensorFlow; without this, `import keras_recu.larq` could never work. Only
-    where tf-keras and larq are installed (the `larq` extra), TensorFlow is
-    not yet loaded and the user has not decided: Keras 3 (`import keras`)
-    is unaffected either way.
-    """
-    if "tensorflow" in sys.modules or "TF_USE_LEGACY_KERAS" in os.environ:
-        return
-    if not _backend_is_tensorflow():
-        return
-    if importlib.util.find_spec("tf_keras") and importlib.util.find_spec("larq"):
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-
-_arrange_tf_keras()
+# Registering the core below imports Keras 3, which on the TensorFlow backend
+# imports TensorFlow: first, where the larq extra is installed, make its
+# tf.keras tf-keras, or `import keras_recu.larq` could never work.
+_legacy_keras.prefer_tf_keras()
 if os.path.basename(sys.argv[0] or "") == "keras-recu":
     # The command's own messages are one line each; TensorFlow's start-up INFO
     # lines, printed when Keras imports it (before keras_recu.app.cli runs),

@@ -1,15 +1,81 @@
-"""TauScheduler: ReCU's exponential tau schedule during `fit`."""
+"""ReCU's exponential tau schedule during `fit`: `TauScheduler`.
+
+The schedule is one piece of logic, `TauScheduleLogic`, mixed into each
+front's callback class: `TauScheduler` here for Keras 3, and
+`keras_recu.larq.TauScheduler` for tf-keras, which imports the logic from
+this module. It lives here, with the Keras 3 callback, rather than in a
+module of its own: it is the body of that callback, it needs nothing but
+`keras_recu.ops` (the formula) and `keras_recu.inspection` (the tau holders
+of a model), both below this module, and the larq front sits above the whole
+core, so both fronts reach it without an import circle.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import keras
 
+from keras_recu import inspection
 from keras_recu import ops as recu_ops
-from keras_recu._tau import TauScheduleLogic
+from keras_recu.tau import HasTau
 
-__all__ = ["TauScheduler"]
+__all__ = ["TauScheduleLogic", "TauScheduler"]
+
+
+class TauScheduleLogic:
+    """The body of `TauScheduler`, shared by the Keras 3 and the tf-keras callback.
+
+    Mixed in before each front's `Callback` class, which supplies
+    `self.model` and `self.params` (with fit's `epochs`) as both Keras
+    versions do. The arguments are those of `TauScheduler`.
+    """
+
+    def __init__(
+        self,
+        tau_min: float = recu_ops.TAU_MIN,
+        tau_max: float = recu_ops.TAU_MAX,
+        epochs: Optional[int] = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__()
+        recu_ops.validate_schedule(tau_min, tau_max, epochs)
+        self.tau_min = float(tau_min)
+        self.tau_max = float(tau_max)
+        self.epochs = None if epochs is None else int(epochs)
+        self.verbose = verbose
+        self.current_tau: Optional[float] = None
+        self._holders: List[HasTau] = []
+
+    def tau_at(self, epoch: int) -> float:
+        """The scheduled tau for 0-based `epoch`."""
+        epochs = self.epochs or (self.params or {}).get("epochs")
+        if not epochs:
+            raise ValueError(
+                "TauScheduler needs the schedule length: pass `epochs=` or use "
+                "it inside `fit`, which supplies its own."
+            )
+        return recu_ops.exponential_tau(epoch, epochs, self.tau_min, self.tau_max)
+
+    def on_train_begin(self, logs=None):
+        self._holders = inspection.tau_holders(self.model)
+        if not self._holders:
+            raise ValueError(
+                "TauScheduler found no ReCU quantizer or constraint in model "
+                f"{self.model.name!r}: use ReCUConv2D, a ReCUSign kernel "
+                "quantizer or a ReCUClamp constraint, or drop the callback."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current_tau = self.tau_at(epoch)
+        for holder in self._holders:
+            holder.tau = self.current_tau
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: TauScheduler set tau to {self.current_tau:.5f}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.current_tau is not None:
+            logs["tau"] = self.current_tau
 
 
 class TauScheduler(TauScheduleLogic, keras.callbacks.Callback):
@@ -45,13 +111,3 @@ class TauScheduler(TauScheduleLogic, keras.callbacks.Callback):
     >>> [round(tau, 4) for tau in history.history["tau"]]
     [0.85, 0.8822, 0.9272]
     """
-
-    def __init__(
-        self,
-        tau_min: float = recu_ops.TAU_MIN,
-        tau_max: float = recu_ops.TAU_MAX,
-        epochs: Optional[int] = None,
-        verbose: int = 0,
-    ) -> None:
-        super().__init__()
-        self._init_schedule(tau_min, tau_max, epochs, verbose)

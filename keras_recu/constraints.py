@@ -7,7 +7,7 @@ from typing import Any
 import keras
 
 from keras_recu import ops as recu_ops
-from keras_recu._tau import HasTau, make_tau_variable
+from keras_recu.tau import HasTau, make_tau_variable
 
 __all__ = ["ReCUClamp"]
 
@@ -54,7 +54,7 @@ class ReCUClamp(HasTau, keras.constraints.Constraint):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,

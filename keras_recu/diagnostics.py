@@ -126,6 +126,7 @@ from keras_recu.ops import ClampOptions
 __all__ = [
     "METRICS",
     "KERNEL_METRICS",
+    "LOG_PREFIX",
     "DiagnosticsCallback",
     "histogram_entropy",
     "kernel_diagnostics",
@@ -272,7 +273,7 @@ def _layer_analyses(
     return found
 
 
-def model_diagnostics(model, reference_tau: float = 0.85) -> Dict[str, Dict[str, float]]:
+def model_diagnostics(model, reference_tau: float = recu_ops.TAU_MIN) -> Dict[str, Dict[str, float]]:
     """`kernel_diagnostics` of every binary conv / dense layer of `model`, by layer name.
 
     A binary layer is one whose kernel (or depthwise) quantizer has
@@ -343,7 +344,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     2
     """
 
-    def __init__(self, reference_tau: float = 0.85, per_layer: bool = True) -> None:
+    def __init__(self, reference_tau: float = recu_ops.TAU_MIN, per_layer: bool = True) -> None:
         super().__init__()
         self.reference_tau = recu_ops.validate_tau(reference_tau, "reference_tau")
         self.per_layer = bool(per_layer)

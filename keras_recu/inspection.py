@@ -41,7 +41,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional
 
 from keras_recu import _compat
-from keras_recu._tau import HasTau
+from keras_recu.tau import HasTau
 
 __all__ = [
     "QUANTIZER_ATTRIBUTES",

@@ -2,9 +2,10 @@
 
 larq is written for Keras 2 and runs on TensorFlow 2.21 only when `tf.keras`
 is tf-keras, which TensorFlow decides when it is first imported (from the
-variable `TF_USE_LEGACY_KERAS`). Importing this module arranges that: if
-TensorFlow is not imported yet it sets `TF_USE_LEGACY_KERAS=1`; if it already
-is, with Keras 3 as `tf.keras`, it raises an ImportError that says what to do.
+variable `TF_USE_LEGACY_KERAS`). Importing this module arranges that
+(`keras_recu._legacy_keras.require_tf_keras`): if TensorFlow is not imported
+yet it sets `TF_USE_LEGACY_KERAS=1`; if it already is, with Keras 3 as
+`tf.keras`, it raises an ImportError that says what to do.
 Keras 3 (`import keras`) stays usable in the same process.
 
 The quantizers, constraint and scheduler here are tf-keras objects that call
@@ -31,39 +32,19 @@ quantizers up by their plain class names.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Optional
 
-_HOW_TO_FIX = (
-    "Import keras_recu.larq (or larq) before anything imports tensorflow or "
-    "keras, or start Python with the environment variable "
-    "TF_USE_LEGACY_KERAS=1 (for example `TF_USE_LEGACY_KERAS=1 python train.py`)."
-)
+from keras_recu import _legacy_keras
 
-
-def _arrange_tf_keras() -> None:
-    if "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        return
-    import tensorflow as tf
-
-    layer_module = tf.keras.layers.Layer.__module__
-    if not layer_module.startswith("tf_keras."):
-        raise ImportError(
-            "keras_recu.larq needs tf.keras to be tf-keras (Keras 2), the Keras "
-            "that larq is written for, but TensorFlow was already imported with "
-            f"Keras {getattr(tf.keras, '__version__', '3')} as tf.keras. {_HOW_TO_FIX}"
-        )
-
-
-_arrange_tf_keras()
+# Before TensorFlow loads: larq needs tf.keras to be tf-keras.
+_legacy_keras.require_tf_keras()
 
 import larq  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_recu import ops as recu_ops  # noqa: E402
-from keras_recu._tau import HasTau, TauScheduleLogic  # noqa: E402
+from keras_recu.callbacks import TauScheduleLogic  # noqa: E402
+from keras_recu.tau import HasTau  # noqa: E402
 
 __all__ = ["ReCUSign", "ReCUInputSign", "ReCUClamp", "TauScheduler"]
 
@@ -144,7 +125,7 @@ class ReCUSign(HasTau, _StatefulQuantizer):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,
@@ -226,7 +207,7 @@ class ReCUClamp(HasTau, tf.keras.constraints.Constraint):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,
@@ -260,14 +241,5 @@ class TauScheduler(TauScheduleLogic, tf.keras.callbacks.Callback):
 
     Sets tau on every `ReCUSign` and `ReCUClamp` of this module in the model
     at the start of each epoch, logs it as `"tau"`, honours `initial_epoch`.
+    The same arguments and defaults; the same logic, `TauScheduleLogic`.
     """
-
-    def __init__(
-        self,
-        tau_min: float = recu_ops.TAU_MIN,
-        tau_max: float = recu_ops.TAU_MAX,
-        epochs: Optional[int] = None,
-        verbose: int = 0,
-    ) -> None:
-        super().__init__()
-        self._init_schedule(tau_min, tau_max, epochs, verbose)

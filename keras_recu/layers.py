@@ -38,7 +38,7 @@ from keras import ops
 
 from keras_recu import ops as recu_ops
 from keras_recu import quantizers
-from keras_recu._tau import HasTau
+from keras_recu.tau import HasTau
 
 __all__ = ["LearnableBias", "QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "ReCUConv2D"]
 

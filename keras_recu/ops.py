@@ -46,7 +46,8 @@ from keras import ops
 EPSILON = 1e-5
 #: Laplace scale b of the standardized weights; their std is b * sqrt(2).
 LAPLACE_SCALE = 2.0
-#: The reference's tau schedule runs from TAU_MIN to TAU_MAX.
+#: The reference's tau schedule runs from TAU_MIN to TAU_MAX; TAU_MIN is
+#: also the default tau of every quantizer, constraint and layer.
 TAU_MIN = 0.85
 TAU_MAX = 0.99
 
@@ -74,7 +75,7 @@ def validate_tau(tau: float, name: str = "tau") -> float:
         raise ValueError(
             f"`{name}` must lie in the open interval (0.5, 1), got {value}. "
             "tau is the quantile at which ReCU clamps the weights: the paper "
-            "uses 0.85 to 0.99; 0.5 would clamp every weight to 0 and 1 would "
+            f"uses {TAU_MIN} to {TAU_MAX}; 0.5 would clamp every weight to 0 and 1 would "
             "not clamp at all."
         )
     return value

@@ -33,7 +33,7 @@ import keras
 from keras import ops
 
 from keras_recu import ops as recu_ops
-from keras_recu._tau import HasTau, make_tau_variable
+from keras_recu.tau import HasTau, make_tau_variable
 
 __all__ = ["NoOp", "ReCUSign", "ReCUInputSign", "SteSign", "get", "serialize", "deserialize"]
 
@@ -108,7 +108,7 @@ class ReCUSign(HasTau, _Quantizer):
 
     def __init__(
         self,
-        tau: float = 0.85,
+        tau: float = recu_ops.TAU_MIN,
         standardize: bool = True,
         laplace_scale: float = recu_ops.LAPLACE_SCALE,
         per_channel_threshold: bool = False,

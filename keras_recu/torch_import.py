@@ -51,7 +51,7 @@ import keras
 import numpy as np
 
 from keras_recu import models
-from keras_recu._tau import HasTau
+from keras_recu.tau import HasTau
 from keras_recu.layers import LearnableBias
 
 __all__ = [

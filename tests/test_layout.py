@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_recu"
 # The backend-neutral core: Keras 3 on TensorFlow, JAX or torch.
 CORE = (
     "ops", "quantizers", "constraints", "callbacks", "layers", "models", "optimizers", "losses",
-    "diagnostics", "profile", "inspection", "_tau", "_compat",
+    "diagnostics", "profile", "inspection", "tau", "_compat", "_legacy_keras",
 )
 # Above the core, importing downward only.
 DEPLOYMENT_AND_FRONTS = ("deploy", "larq", "torch_import")
@@ -116,7 +116,7 @@ def _defined_private_names(files) -> Set[str]:
                 defined.add(node.arg)
             elif isinstance(node, ast.ImportFrom) and node.module:
                 defined.update(alias.name for alias in node.names)
-                # modules of the package, such as keras_recu._tau
+                # modules of the package, such as keras_recu._compat
                 defined.update(part for part in node.module.split("."))
     return {name for name in defined if _is_private(name)}
 
