@@ -90,15 +90,7 @@ def convert_saved(
             end of its error output.
     """
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"convert_saved: no such file: {model_path}")
-    if not conversion_available():
-        raise ImportError(
-            "Converting needs TensorFlow and larq-compute-engine, which this Python "
-            "environment lacks: install them (pip install 'keras-recu[deploy]'), or copy "
-            f"{model_path.name} to a machine that has them and run "
-            f"`keras-recu convert {model_path.name}` there."
-        )
+    _check_convertible(model_path)
     options = dict(
         target=target,
         inference_input_type=str(inference_input_type),
@@ -124,6 +116,19 @@ def convert_saved(
     if report is not None:
         report = VerificationReport(**{**report, "census": collections.Counter(report["census"])})
     return SavedModelConversion(flatbuffer, report)
+
+
+def _check_convertible(model_path: Path) -> None:
+    """Refuse a missing file, or an environment without TensorFlow and LCE (saying where to convert)."""
+    if not model_path.is_file():
+        raise FileNotFoundError(f"convert_saved: no such file: {model_path}")
+    if not conversion_available():
+        raise ImportError(
+            "Converting needs TensorFlow and larq-compute-engine, which this Python "
+            "environment lacks: install them (pip install 'keras-recu[deploy]'), or copy "
+            f"{model_path.name} to a machine that has them and run "
+            f"`keras-recu convert {model_path.name}` there."
+        )
 
 
 def _write_job(work: Path, model_path: Path, inputs: Optional[np.ndarray], options: Dict[str, Any]) -> Dict[str, Any]:
