@@ -36,7 +36,6 @@ Example:
 (1, [], True)
 """
 
-
 from keras_recu.deploy.checks import ConversionError
 from keras_recu.deploy.conversion import convert
 from keras_recu.deploy.operators import census, float_binary_layers
@@ -54,6 +53,5 @@ __all__ = [
     "conversion_available",
     "convert",
     "convert_saved",
-    "float_binary_layers",
     "verify",
 ]

@@ -38,7 +38,8 @@ def _read_padding(size: int, before: int, after: int, kernel: int, stride: int, 
     return max(after - unread, 0)
 
 
-def _consumers(model, layer) -> List[Any]:
+def _consumers(model: Any, layer: Any) -> List[Any]:
+    """The layers of `model` whose input is `layer`'s output."""
     try:
         output = layer.output
     except (AttributeError, ValueError):  # unbuilt or used more than once: leave it alone

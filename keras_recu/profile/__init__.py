@@ -59,7 +59,6 @@ Example:
 0.0981
 """
 
-
 from keras_recu.profile.counting import (
     MAC_LAYERS,
     ZERO_MAC_LAYERS,
