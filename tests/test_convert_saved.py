@@ -11,8 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_recu import deploy
-from keras_recu.deploy import ConversionError, census, convert, convert_saved
+from keras_recu.deploy import ConversionError, census, convert, convert_saved, saved
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
 
 pytestmark = pytest.mark.tf_only
@@ -105,7 +104,8 @@ def test_convert_saved_says_what_is_missing(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no such file"):
         convert_saved(tmp_path / "absent.keras")
     (tmp_path / "model.keras").write_bytes(b"not used")
-    monkeypatch.setattr(deploy, "conversion_available", lambda: False)
+    # convert_saved reads conversion_available where it is defined: keras_recu.deploy.saved.
+    monkeypatch.setattr(saved, "conversion_available", lambda: False)
     with pytest.raises(ImportError, match=r"keras-recu\[deploy\].*keras-recu convert model.keras"):
         convert_saved(tmp_path / "model.keras")
 
