@@ -38,9 +38,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-# Modules of the package that need TensorFlow to be imported; their doctests
-# run on the TensorFlow backend only.
-TF_BOUND_MODULES = {ROOT / "keras_recu" / "deploy.py", ROOT / "keras_recu" / "larq.py"}
+# Modules and packages of keras_recu that need TensorFlow to be imported: on
+# the other backends they are not collected (a package: no file under it), so
+# their doctests run on the TensorFlow backend only. deploy is listed both as
+# a module and as a package while it moves from deploy.py to deploy/.
+TF_BOUND_MODULES = {
+    ROOT / "keras_recu" / "deploy.py",
+    ROOT / "keras_recu" / "deploy",
+    ROOT / "keras_recu" / "larq.py",
+}
 _TF_ONLY_MODULE = re.compile(r"^pytestmark\s*=.*\btf_only\b", re.MULTILINE)
 
 
@@ -48,11 +54,18 @@ def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
 
 
+def _tf_bound(path: Path) -> bool:
+    """A listed TensorFlow-bound module or package, or a file or folder under a listed package."""
+    return any(path == bound or bound in path.parents for bound in TF_BOUND_MODULES)
+
+
 def pytest_ignore_collect(collection_path, config):
-    if ON_TENSORFLOW or collection_path.suffix != ".py":
+    if ON_TENSORFLOW:
         return None
-    if collection_path in TF_BOUND_MODULES:
+    if _tf_bound(collection_path):
         return True
+    if collection_path.suffix != ".py":
+        return None
     if collection_path.name.startswith("test_"):
         if _TF_ONLY_MODULE.search(collection_path.read_text(encoding="utf-8")):
             return True
@@ -89,3 +102,16 @@ def _fresh_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(20211011)
+
+
+@pytest.fixture
+def seeded_torch():
+    """PyTorch's global generator seeded: the transcriptions' latent kernels come from torch's own init.
+
+    So they are the same in every run. Not autouse, so that torch is imported
+    only where it is needed: a test module that builds torch models says
+    `pytestmark = pytest.mark.usefixtures("seeded_torch")`.
+    """
+    import torch
+
+    torch.manual_seed(0)

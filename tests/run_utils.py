@@ -52,16 +52,21 @@ def register_tiny_model() -> None:
     models.MODELS[TINY] = tiny_recu
 
 
-def environment(**overrides: str) -> Dict[str, str]:
-    """The test process's environment for a subprocess, this checkout first on the path.
+def environment(**overrides: Optional[str]) -> Dict[str, str]:
+    """The test process's environment for a subprocess, this checkout first on the path: the one way to build one.
 
     TF_USE_LEGACY_KERAS is dropped: the suite sets it for the larq front, a
-    user of the Keras 3 CLI does not.
+    user of the Keras 3 CLI does not. Each override sets a variable, or drops
+    it when its value is None (`environment(KERAS_BACKEND="jax", XLA_FLAGS=None)`).
     """
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.update(overrides)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
