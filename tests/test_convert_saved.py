@@ -1,11 +1,9 @@
 """Conversion across backends (a `.keras` file converted in a TensorFlow-backend subprocess) and refusal reasons."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,10 +11,9 @@ import pytest
 
 from keras_recu.deploy import ConversionError, census, convert, convert_saved, saved
 from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
+from tests.run_utils import environment
 
 pytestmark = pytest.mark.tf_only
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Built, saved and tried with `convert` by Keras on JAX, in a subprocess.
 _JAX_SCRIPT = textwrap.dedent("""
@@ -60,8 +57,7 @@ _JAX_SCRIPT = textwrap.dedent("""
 
 def test_a_model_trained_on_jax_converts_in_a_tensorflow_process_to_binary_ops(tmp_path):
     """A JAX process saves its model and calls convert_saved, which converts in a TensorFlow process."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
+    env = environment(KERAS_BACKEND="jax")
     built = subprocess.run([sys.executable, "-c", _JAX_SCRIPT, str(tmp_path)], env=env,
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]

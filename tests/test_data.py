@@ -5,7 +5,6 @@ tensorflow-datasets path is `tf_only`.
 """
 
 import gzip
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from keras_recu.app import data
 from keras_recu.app.data import arrays, synthetic
+from tests.run_utils import environment
 
 DEBIAN = data.FASHION_MNIST_DIR
 HAVE_DEBIAN = all((DEBIAN / f).is_file() for f in data.FASHION_MNIST_FILES.values())
@@ -498,7 +498,7 @@ def test_no_tensorflow_on_the_numpy_paths(tiny_idx):
         print("ok")
         """
     )
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = environment(KERAS_BACKEND="jax")
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

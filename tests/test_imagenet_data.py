@@ -21,8 +21,8 @@ from PIL import Image
 
 from keras_recu.app import data
 from keras_recu.app.data import imagenet
+from tests.run_utils import environment
 
-ROOT = Path(__file__).resolve().parents[1]
 ON_TENSORFLOW = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
 SMALL = imagenet.ImageNetTransform(image_size=16, resize_size=20)
 MEAN32 = np.asarray(imagenet.IMAGENET_MEAN, np.float32)
@@ -490,8 +490,7 @@ def test_jax_backend_uses_tf_data_on_the_cpu_when_tensorflow_imports(tree):
         """
     )
     out = Path(tree).parent / "jax_batch.npy"
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    env.pop("TF_USE_LEGACY_KERAS", None)
+    env = environment(KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-c", code, str(tree), str(out)], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,7 +1,6 @@
 """keras_recu.larq: ReCU inside larq's layers under tf-keras."""
 
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,17 +17,13 @@ from keras_recu.deploy import census, convert, verify
 from tests import torch_reference as ref
 from tests.gradients import assert_gradients_close
 from tests.model_utils import randomize_batch_norm
+from tests.run_utils import environment
 
 # larq runs under tf-keras on TensorFlow: the TensorFlow backend only.
 pytestmark = pytest.mark.tf_only
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def run_python(code):
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env["PYTHONPATH"] = ROOT
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environment(), capture_output=True, text=True, timeout=300)
 
 
 def test_import_sets_up_tf_keras_beside_keras3():

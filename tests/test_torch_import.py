@@ -31,6 +31,9 @@ from keras_recu.torch_import import (
 from tests import torch_models
 from tests.run_utils import cli, no_traceback
 
+# The transcriptions' latent kernels come from PyTorch's own init: the same in every run.
+pytestmark = pytest.mark.usefixtures("seeded_torch")
+
 TOLERANCE = 1e-5
 
 
@@ -283,12 +286,6 @@ def test_cli_imports_a_checkpoint_that_evaluate_then_takes(tmp_path):
     images = _images((16, 16, 1))
     difference = torch_models.relative_difference(_keras_logits(model, images), torch_models.reference_logits(net, images))
     assert difference < TOLERANCE
-
-
-@pytest.fixture(autouse=True)
-def seeded_torch():
-    """The transcriptions' latent kernels come from PyTorch's own init: the same in every run."""
-    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="module")
