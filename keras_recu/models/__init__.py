@@ -113,7 +113,7 @@ import keras
 from keras import ops
 
 from keras_recu import quantizers
-from keras_recu.layers import LearnableBias, QuantConv2D, ReCUConv2D
+from keras_recu.layers import ChannelZeroPad, ConstantPadding2D, LearnableBias, QuantConv2D, ReCUConv2D
 
 __all__ = [
     "BinaryConvFactory",
@@ -140,111 +140,7 @@ _BLOCKS = ("bireal", "basic")
 PADDINGS = ("same", "torch")
 
 
-@keras.saving.register_keras_serializable(package="keras_recu")
-class ChannelZeroPad(keras.layers.Layer):
-    """Add zero channels before and after the channels of a channels-last tensor.
-
-    The channel half of the ResNets' option-A shortcut. Lowers to one PAD
-    op in TFLite / larq-compute-engine; saves and loads with the model
-    (unlike a `Lambda`).
-
-    Args:
-        padding: `(before, after)` numbers of zero channels, or one int for both.
-
-    Example:
-
-    >>> import numpy as np
-    >>> y = ChannelZeroPad((1, 2))(np.ones((1, 1, 1, 2), "float32"))
-    >>> keras.ops.convert_to_numpy(y)[0, 0, 0].tolist()
-    [0.0, 1.0, 1.0, 0.0, 0.0]
-    """
-
-    # For `keras_recu.profile.summary`: padding multiplies nothing.
-    performs_macs = False
-
-    def __init__(self, padding=(0, 0), **kwargs) -> None:
-        super().__init__(**kwargs)
-        pair = (padding, padding) if isinstance(padding, int) else padding
-        pair = tuple(pair) if isinstance(pair, (tuple, list)) else ()
-        if len(pair) != 2 or not all(isinstance(p, int) and p >= 0 for p in pair):
-            raise ValueError(
-                f"`padding` must be a non-negative int or a pair (before, after) of "
-                f"them, got {padding!r}."
-            )
-        self.padding = pair
-
-    def call(self, inputs):
-        pad_width = [(0, 0)] * (len(inputs.shape) - 1) + [self.padding]
-        return ops.pad(inputs, pad_width)
-
-    def compute_output_shape(self, input_shape):
-        channels = input_shape[-1]
-        return (*input_shape[:-1], None if channels is None else channels + sum(self.padding))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "padding": list(self.padding)}
-
-
 # --- initializers (fresh instances: each layer draws its own values) -------
-
-
-@keras.saving.register_keras_serializable(package="keras_recu")
-class ConstantPadding2D(keras.layers.Layer):
-    """Pad the rows and columns of a channels-last tensor with a constant (-inf allowed).
-
-    `keras.layers.ZeroPadding2D` pads with zeros only; PyTorch's max pooling
-    pads with -inf, so that the padding never wins the max. The ImageNet
-    models' stem max pool (3x3, stride 2, padding 1) is this layer with
-    `value=float("-inf")` followed by a "valid" `MaxPooling2D`. It lowers
-    to TFLite's PADV2.
-
-    Args:
-        padding: ((top, bottom), (left, right)), or one int for all four.
-        value: the constant, any float including -inf.
-
-    Example:
-
-    >>> import keras, numpy as np
-    >>> padded = ConstantPadding2D(1, value=float("-inf"))(np.ones((1, 1, 1, 1), "float32"))
-    >>> keras.ops.convert_to_numpy(padded)[0, :, :, 0].tolist()[0]
-    [-inf, -inf, -inf]
-    """
-
-    def __init__(self, padding=1, value: float = 0.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if isinstance(padding, int):
-            padding = ((padding, padding), (padding, padding))
-        try:
-            rows, cols = (tuple(int(p) for p in pair) for pair in padding)
-            if len(rows) != 2 or len(cols) != 2 or min(rows + cols) < 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"`padding` must be an int >= 0 or ((top, bottom), (left, right)), got {padding!r}."
-            ) from None
-        self.padding = (rows, cols)
-        self.value = float(value)
-        if math.isnan(self.value):
-            raise ValueError("`value` must be a number (-inf included), got NaN: pass 0.0 or float('-inf').")
-
-    def call(self, inputs):
-        rows, cols = self.padding
-        return ops.pad(inputs, [(0, 0), rows, cols, (0, 0)], constant_values=self.value)
-
-    def compute_output_shape(self, input_shape):
-        (top, bottom), (left, right) = self.padding
-        height, width = input_shape[1], input_shape[2]
-        return (
-            input_shape[0],
-            None if height is None else height + top + bottom,
-            None if width is None else width + left + right,
-            input_shape[3],
-        )
-
-    def get_config(self) -> dict:
-        # Strict JSON has no infinity: a string keeps .keras configs portable.
-        value = str(self.value) if math.isinf(self.value) else self.value
-        return {**super().get_config(), "padding": self.padding, "value": value}
 
 
 def _kaiming_normal_fan_in():
