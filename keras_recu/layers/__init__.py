@@ -19,7 +19,7 @@ The package, one concept a module:
   `QuantDepthwiseConv2D`, `QuantDense`.
 * `keras_recu.layers.recu_conv`: `ReCUConv2D`.
 * `keras_recu.layers.padding`: the builders' padding vocabulary
-  (`PADDINGS`, `check_padding`, `keras_padding`), PyTorch's padding
+  (`PADDINGS`, `check_padding`, `pads_like_torch`, `keras_padding`), PyTorch's padding
   arithmetic, and the padding layers `ChannelZeroPad`, `ConstantPadding2D`.
 * `keras_recu.layers.bias`: `LearnableBias`.
 
@@ -46,6 +46,7 @@ from keras_recu.layers.padding import (
     check_conv_padding,
     check_padding,
     keras_padding,
+    pads_like_torch,
     same_padding,
     torch_flip_axes,
     torch_read_padding,
@@ -67,6 +68,7 @@ __all__ = [
     "check_conv_padding",
     "check_padding",
     "keras_padding",
+    "pads_like_torch",
     "same_padding",
     "torch_flip_axes",
     "torch_read_padding",

@@ -6,8 +6,9 @@ its caller's conventions put it:
 * A model builder (and the command line's `--padding`) takes
   `padding="same"` (Keras') or `padding="torch"` (PyTorch's symmetric
   `padding=kernel_size // 2`, for weights trained there): `PADDINGS`, checked
-  by `check_padding`; `keras_padding` is the Keras `padding` argument a
-  builder then gives its pooling and stem layers.
+  by `check_padding`; `pads_like_torch` says whether its convs get
+  `torch_padding=True`, and `keras_padding` is the Keras `padding` argument
+  a builder gives its pooling and stem layers.
 * A quantized convolution takes Keras' own `padding` ("valid" or "same")
   plus the switch `torch_padding=True`, checked by `check_conv_padding`:
   Keras' conv base class validates `padding` against its fixed vocabulary
@@ -35,6 +36,7 @@ __all__ = [
     "check_conv_padding",
     "check_padding",
     "keras_padding",
+    "pads_like_torch",
     "same_padding",
     "torch_flip_axes",
     "torch_read_padding",
@@ -58,6 +60,15 @@ def check_padding(padding) -> str:
     return padding
 
 
+def pads_like_torch(padding: str) -> bool:
+    """Whether a builder's `padding` is PyTorch's: its convs get `torch_padding=True`.
+
+    >>> pads_like_torch("torch"), pads_like_torch("same")
+    (True, False)
+    """
+    return check_padding(padding) == "torch"
+
+
 def keras_padding(padding: str) -> str:
     """The Keras `padding` of a layer that a builder pads PyTorch's way under `padding`.
 
@@ -68,7 +79,7 @@ def keras_padding(padding: str) -> str:
     >>> keras_padding("torch"), keras_padding("same")
     ('valid', 'same')
     """
-    return "valid" if check_padding(padding) == "torch" else "same"
+    return "valid" if pads_like_torch(padding) else "same"
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> Tuple[int, int]:
