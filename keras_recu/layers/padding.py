@@ -42,20 +42,27 @@ __all__ = [
     "torch_read_padding",
 ]
 
-#: The builders' `padding` values: Keras' "same", or PyTorch's symmetric padding.
-PADDINGS = ("same", "torch")
+#: The builders' `padding` values: PyTorch's symmetric padding (the authors'
+#: models), or Keras' "same". The command line's `--padding` offers these.
+PADDINGS = ("torch", "same")
 
 
 def check_padding(padding) -> str:
     """Return a builder's `padding` if it is one of `PADDINGS`, else raise a ValueError.
 
+    The one check of the word, for the builders and the command line alike.
+
     >>> check_padding("torch")
     'torch'
+    >>> check_padding("valid")
+    Traceback (most recent call last):
+    ...
+    ValueError: `padding` must be 'torch' or 'same' ("torch": ...), got 'valid'.
     """
     if padding not in PADDINGS:
         raise ValueError(
-            f"`padding` must be one of {PADDINGS} (\"torch\": PyTorch's symmetric padding, "
-            f"for weights trained there), got {padding!r}."
+            f"`padding` must be {' or '.join(map(repr, PADDINGS))} (\"torch\": PyTorch's symmetric "
+            f"padding, for weights trained there), got {padding!r}."
         )
     return padding
 
@@ -93,7 +100,9 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> Tupl
     return total // 2, total - total // 2
 
 
-def torch_read_padding(shape: Sequence[int], kernel: int, stride: int, pad: int) -> Tuple[Tuple[int, int], ...]:
+def torch_read_padding(
+    shape: Sequence[int], kernel: int, stride: int, pad: int
+) -> Tuple[Tuple[int, int], ...]:
     """PyTorch's symmetric `pad`, trimmed to the rows and columns that the window reads.
 
     On an even size at stride 2 PyTorch's last pad row is never read. The
@@ -148,7 +157,9 @@ def check_conv_padding(
     return pad_value, True
 
 
-def torch_flip_axes(conv: keras.layers.Layer, input_shape: Sequence[Optional[int]], spatial_axes: Sequence[int]) -> Tuple[int, ...]:
+def torch_flip_axes(
+    conv: keras.layers.Layer, input_shape: Sequence[Optional[int]], spatial_axes: Sequence[int]
+) -> Tuple[int, ...]:
     """The input axes to reverse so that `conv`'s "same" padding is PyTorch's `kernel // 2`.
 
     "same" puts an odd pixel of padding after (bottom/right), PyTorch's only

@@ -127,10 +127,8 @@ class _QuantConvBase:
                 f"{type(self).__name__} with pad_values={self.pad_values} needs "
                 f"static spatial input dimensions, got {tuple(inputs.shape)}."
             )
-        pads = [
-            same_padding(size, kernel, stride, dilation)
-            for size, kernel, stride, dilation in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
-        ]
+        windows = zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+        pads = [same_padding(size, kernel, stride, dilation) for size, kernel, stride, dilation in windows]
         pad_width = [(0, 0)] + pads + [(0, 0)] if channels_last else [(0, 0), (0, 0)] + pads
         return ops.pad(inputs, pad_width, constant_values=self.pad_values), "valid"
 

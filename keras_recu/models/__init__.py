@@ -134,7 +134,11 @@ from keras_recu.models.blocks import (
     recu_conv2d,
 )
 from keras_recu.models.cifar import resnet18_1w1a, resnet20_1w1a, resnet34_1w1a, vgg_small_1w1a
-from keras_recu.models.imagenet import imagenet_resnet18_1w1a, imagenet_resnet18_two_stage, imagenet_resnet34_1w1a
+from keras_recu.models.imagenet import (
+    imagenet_resnet18_1w1a,
+    imagenet_resnet18_two_stage,
+    imagenet_resnet34_1w1a,
+)
 from keras_recu.models.registry import MODELS, float_twin, get
 
 __all__ = [

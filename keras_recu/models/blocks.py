@@ -100,7 +100,7 @@ def synchronized_batch_norm(sync_batch_norm: bool, stacklevel: int) -> bool:
 
 
 def batch_norm(sync: bool, name: str, gamma: float = 1.0) -> keras.layers.BatchNormalization:
-    """PyTorch's BatchNorm (`BN_MOMENTUM`, `BN_EPSILON`), `synchronized` if `sync`, gamma starting at `gamma`."""
+    """PyTorch's BatchNorm (`BN_MOMENTUM`, `BN_EPSILON`), `synchronized` if `sync`, gamma from `gamma`."""
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync, name=name,
         gamma_initializer="ones" if gamma == 1.0 else keras.initializers.Constant(gamma),

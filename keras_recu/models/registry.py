@@ -8,7 +8,11 @@ import keras
 
 from keras_recu.layers import QuantConv2D, ReCUConv2D
 from keras_recu.models.cifar import resnet18_1w1a, resnet20_1w1a, resnet34_1w1a, vgg_small_1w1a
-from keras_recu.models.imagenet import imagenet_resnet18_1w1a, imagenet_resnet18_two_stage, imagenet_resnet34_1w1a
+from keras_recu.models.imagenet import (
+    imagenet_resnet18_1w1a,
+    imagenet_resnet18_two_stage,
+    imagenet_resnet34_1w1a,
+)
 
 __all__ = ["MODELS", "float_twin", "get"]
 
