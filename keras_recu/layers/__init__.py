@@ -52,7 +52,7 @@ from keras_recu.layers.padding import (
     torch_read_padding,
 )
 from keras_recu.layers.quantized import QuantConv2D, QuantDense, QuantDepthwiseConv2D, QuantizerSlots
-from keras_recu.layers.recu_conv import DEFAULT_TAU, ReCUConv2D
+from keras_recu.layers.recu_conv import DEFAULT_TAU, TORCH_CONV_INIT, ReCUConv2D
 
 __all__ = [
     "DEFAULT_TAU",
@@ -65,6 +65,7 @@ __all__ = [
     "QuantDepthwiseConv2D",
     "QuantizerSlots",
     "ReCUConv2D",
+    "TORCH_CONV_INIT",
     "check_conv_padding",
     "check_padding",
     "keras_padding",

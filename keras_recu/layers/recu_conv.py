@@ -15,12 +15,13 @@ from keras_recu import quantizers
 from keras_recu._tau import HasTau
 from keras_recu.layers.quantized import QuantConv2D
 
-__all__ = ["DEFAULT_TAU", "ReCUConv2D"]
+__all__ = ["DEFAULT_TAU", "TORCH_CONV_INIT", "ReCUConv2D"]
 
 
-# PyTorch's default Conv2d initialization, kaiming_uniform(a=sqrt(5)), is
-# U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the reference trains from it.
-_TORCH_CONV_INIT = {
+#: PyTorch's default Conv2d initialization, kaiming_uniform(a=sqrt(5)), that is
+#: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as a Keras config: ReCUConv2D's default
+#: kernel initializer (a config, so that each layer builds its own instance).
+TORCH_CONV_INIT = {
     "class_name": "VarianceScaling",
     "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"},
 }
@@ -108,7 +109,7 @@ class ReCUConv2D(QuantConv2D):
         input_quantizer="recu_input_sign",
         kernel_quantizer=None,
         use_bias: bool = False,
-        kernel_initializer=_TORCH_CONV_INIT,
+        kernel_initializer=TORCH_CONV_INIT,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", quantizers.default_name("recu_conv2d"))

@@ -8,6 +8,7 @@ them at once.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Callable, Optional, Tuple
@@ -15,7 +16,7 @@ from typing import Callable, Optional, Tuple
 import keras
 
 from keras_recu import quantizers
-from keras_recu.layers import ChannelZeroPad, ReCUConv2D
+from keras_recu.layers import TORCH_CONV_INIT, ChannelZeroPad, ReCUConv2D
 from keras_recu.layers.padding import check_padding, keras_padding, pads_like_torch
 
 __all__ = [
@@ -57,21 +58,22 @@ def kaiming_normal_fan_out() -> keras.initializers.Initializer:
 def torch_conv_init() -> keras.initializers.Initializer:
     """PyTorch's default Conv2d init, kaiming_uniform_(a=sqrt(5)): U(+-1/sqrt(fan_in)).
 
+    `ReCUConv2D`'s default, `keras_recu.layers.TORCH_CONV_INIT`, built.
+
     A new instance per layer: an unseeded Keras initializer draws its seed
     once, so one instance shared by two same-shaped layers would give them
     the same weights.
     """
-    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+    return keras.initializers.get(copy.deepcopy(TORCH_CONV_INIT))
 
 
 def torch_linear_init(fan_in: int) -> Tuple[keras.initializers.Initializer, keras.initializers.Initializer]:
-    """PyTorch's default nn.Linear init: kernel and bias U(+-1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return (
-        keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
-        keras.initializers.RandomUniform(-bound, bound),
-    )
+    """PyTorch's default nn.Linear init: kernel and bias U(+-1/sqrt(fan_in)).
 
+    The kernel's is that of `torch_conv_init`, the same kaiming_uniform_(a=sqrt(5)).
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    return torch_conv_init(), keras.initializers.RandomUniform(-bound, bound)
 
 
 def synchronized_batch_norm(sync_batch_norm: bool, stacklevel: int) -> bool:
