@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from keras_recu import models
-from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
-from keras_recu.models import ChannelZeroPad
+from keras_recu.layers import ChannelZeroPad, QuantConv2D, QuantDense, ReCUConv2D
 from tests.model_utils import randomize_batch_norm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,7 +336,7 @@ def test_two_stage_stage1_has_float_kernels_and_stage2_variables():
 
 
 def test_constant_padding_pads_max_pool_with_minus_infinity(rng):
-    from keras_recu.models import ConstantPadding2D
+    from keras_recu.layers import ConstantPadding2D
 
     x = -rng.uniform(1, 2, size=(1, 4, 4, 2)).astype("float32")  # all negative: zero padding would win
     padded = ConstantPadding2D(1, value=float("-inf"))(x)

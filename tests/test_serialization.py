@@ -7,8 +7,14 @@ import pytest
 from keras_recu.callbacks import TauScheduler
 from keras_recu.constraints import ReCUClamp
 from keras_recu.inspection import tau_holders
-from keras_recu.layers import LearnableBias, QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
-from keras_recu.models import ConstantPadding2D
+from keras_recu.layers import (
+    ConstantPadding2D,
+    LearnableBias,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    ReCUConv2D,
+)
 from keras_recu.quantizers import NoOp, ReCUInputSign, ReCUSign, SteSign
 from tests.gradients import to_numpy
 
