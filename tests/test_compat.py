@@ -1,10 +1,13 @@
 """keras_recu._compat: the private Keras attributes the package reads, and what it gets from them."""
 
+import textwrap
+
 import keras
 import pytest
 
 from keras_recu import _compat
 from keras_recu.layers import QuantConv2D, ReCUConv2D
+from tests.run_utils import environment, python
 
 
 class _Block(keras.layers.Layer):
@@ -112,3 +115,26 @@ def test_flatten_layers_on_a_tf_keras_larq_model():
     layers = _compat.flatten_layers(model)
     assert [layer.name for layer in layers].count("lq") == 1
     assert sum(isinstance(layer, recu_larq.ReCUSign) for layer in layers) == 1
+
+
+@pytest.mark.tf_only
+def test_multi_worker_strategy_reduces_a_tuple_and_a_scalar_with_an_axis():
+    # In a fresh process: a tf.distribute strategy configures TensorFlow's
+    # runtime for the rest of the process, which the other tests share.
+    code = textwrap.dedent("""
+        import tensorflow as tf
+        from keras_recu import _compat
+
+        # A single worker: no TF_CONFIG, the strategy runs on this process's devices.
+        strategy = _compat.multi_worker_strategy()
+        assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        batch = (tf.constant([[1.0, 2.0], [3.0, 4.0]]), tf.constant([5.0, 6.0]))
+        features, labels = strategy.reduce(tf.distribute.ReduceOp.SUM, batch, axis=0)
+        assert features.numpy().tolist() == [4.0, 6.0] and float(labels.numpy()) == 11.0
+        # Keras reduces a step's scalar metrics with axis=0, which the strategy itself refuses.
+        scalar = strategy.run(lambda: tf.constant(2.5))
+        assert float(strategy.reduce(tf.distribute.ReduceOp.MEAN, scalar, axis=0).numpy()) == 2.5
+        print("ok")
+    """)
+    result = python(["-c", code], env=environment(KERAS_BACKEND="tensorflow"))
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

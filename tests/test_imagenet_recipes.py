@@ -12,7 +12,10 @@ import pytest
 
 from keras_recu import models
 from keras_recu.app import cli, distill, two_stage
-from keras_recu.app.train import RECIPES, ConfigError, TrainConfig, _build_model
+from keras_recu.app.build import build_model
+from keras_recu.app.config import TrainConfig
+from keras_recu.app.errors import ConfigError
+from keras_recu.app.recipes import RECIPES
 from keras_recu.losses import DistributionLoss
 from keras_recu.optimizers import L2Adam, L2SGD
 from tests.gradients import function_gradients, to_numpy
@@ -203,7 +206,7 @@ def test_recipes_hold_the_authors_settings():
     assert TrainConfig.for_recipe("cifar") == TrainConfig(recipe="cifar") == TrainConfig()
     # The authors' per-epoch warm-up and cosine (their main.py) for both ImageNet recipes.
     assert vanilla.lr_schedule == stages.lr_schedule == "epoch" and TrainConfig().lr_schedule == "step"
-    from keras_recu.app.train import learning_rate_schedule
+    from keras_recu.app.build import learning_rate_schedule
     from keras_recu.optimizers import EpochWarmupCosine
 
     schedule = learning_rate_schedule(vanilla, steps_per_epoch=10)
@@ -222,7 +225,7 @@ def test_imagenet_optimizer_decays_what_the_authors_decay():
     """conv and fc parameters (binary kernels and alpha, stem, fc); not BN, the 1x1 downsample conv, BN1d."""
     config = TrainConfig.for_recipe("imagenet", dataset="synthetic", epochs=2, warmup_epochs=0)
     info = type("Info", (), {"input_shape": (32, 32, 3), "num_classes": 10})()
-    model, student = _build_model(config, info, steps_per_epoch=1)
+    model, student = build_model(config, info, steps_per_epoch=1)
     assert model is student and isinstance(model.optimizer, L2SGD)
     decayed = {v.path for v in model.trainable_variables if model.optimizer.decays(v)}
     kept = {v.path for v in model.trainable_variables} - decayed
@@ -236,7 +239,7 @@ def test_two_stage_builds_adam_and_the_distiller(tmp_path):
     config = TrainConfig.for_recipe("two-stage", dataset="synthetic", epochs=2, warmup_epochs=0,
                                     teacher=str(tmp_path / "teacher.keras"))
     info = type("Info", (), {"input_shape": (32, 32, 3), "num_classes": 10, "mean": (0,) * 3, "std": (1,) * 3})()
-    model, student = _build_model(config, info, steps_per_epoch=1)
+    model, student = build_model(config, info, steps_per_epoch=1)
     assert isinstance(model, distill.Distiller) and model.student is student
     assert isinstance(model.optimizer, L2Adam) and model.optimizer.l2 == 0.0
     # Stage 1: float kernels; nothing else differs from stage 2.
@@ -374,7 +377,7 @@ def test_stage_two_from_another_model_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_evaluate_takes_a_bare_model_at_its_own_input_size(tmp_path):
-    from keras_recu.app.train import evaluate
+    from keras_recu.app.evaluate import evaluate
 
     tree = _jpeg_tree(tmp_path / "tree")
     _teacher_like((32, 32, 3), 3).save(tmp_path / "bare.keras")

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_recu.app.train import RECORD, RunError, _RunFiles, atomic_write
+from keras_recu.app.errors import RunError
+from keras_recu.app.rundir import RECORD, RunFiles, atomic_write
 from keras_recu.layers import ReCUConv2D
 from keras_recu.optimizers import L2SGD
 
@@ -38,7 +39,7 @@ def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path):
 
 def test_the_checkpoint_carries_its_record_and_stays_a_keras_model(tmp_path):
     model = small_model()
-    files = _RunFiles(tmp_path, tmp_path)
+    files = RunFiles(tmp_path, tmp_path)
     history = [{"epoch": 0, "loss": 0.5, "tau": 0.85}, {"epoch": 1, "loss": 0.25, "tau": 0.9}]
     files.save(model, 2, history)
 
@@ -61,7 +62,7 @@ def test_the_checkpoint_carries_its_record_and_stays_a_keras_model(tmp_path):
 
 def test_a_damaged_checkpoint_is_refused_with_its_cause(tmp_path):
     model = small_model()
-    files = _RunFiles(tmp_path, tmp_path)
+    files = RunFiles(tmp_path, tmp_path)
     files.save(model, 1, [{"epoch": 0, "loss": 1.0}])
     whole = files.checkpoint.read_bytes()
     for damaged in (b"", whole[: len(whole) // 2]):
@@ -71,7 +72,7 @@ def test_a_damaged_checkpoint_is_refused_with_its_cause(tmp_path):
 
 
 def test_an_older_checkpoint_without_a_record_needs_state_json(tmp_path):
-    files = _RunFiles(tmp_path, tmp_path)
+    files = RunFiles(tmp_path, tmp_path)
     files.checkpoint.parent.mkdir()
     small_model().save(files.checkpoint)  # as keras-recu 0.1 wrote it: no record inside
     with pytest.raises(RunError, match="carries no record .*state.json is missing.*restart the schedules at epoch 0"):
@@ -82,7 +83,7 @@ def test_an_older_checkpoint_without_a_record_needs_state_json(tmp_path):
 
 
 def test_state_without_its_checkpoint_is_refused_and_an_empty_run_starts_at_epoch_0(tmp_path):
-    files = _RunFiles(tmp_path, tmp_path)
+    files = RunFiles(tmp_path, tmp_path)
     assert files.restore() == (0, [], None)  # killed before the first checkpoint: nothing lost
     files.state.parent.mkdir()
     files.state.write_text(json.dumps({"epochs_done": 2}))

@@ -17,14 +17,9 @@ import numpy as np
 import pytest
 
 from keras_recu.app import cli, data
-from keras_recu.app.train import (
-    RESUMABLE,
-    ConfigError,
-    RunError,
-    TrainConfig,
-    TrainingDiverged,
-    run,
-)
+from keras_recu.app.config import RESUMABLE, TrainConfig
+from keras_recu.app.errors import ConfigError, RunError, TrainingDiverged
+from keras_recu.app.train import run
 from tests.run_utils import TINY, TINY_FLAGS, environment, last_json_line, tiny_recu
 
 BACKEND = keras.backend.backend()

@@ -36,6 +36,7 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from keras_recu.app import rundir
 from keras_recu.app.messages import first_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -123,7 +124,10 @@ def verbosity(text: str):
 
 
 def _train_parser(commands) -> None:
-    from keras_recu.app.train import LR_SCHEDULES, OPTIMIZERS, RECIPES, STRATEGIES, TrainConfig
+    from keras_recu.app.config import TrainConfig
+    from keras_recu.app.distribution import STRATEGIES
+    from keras_recu.app.recipes import LR_SCHEDULES, OPTIMIZERS, RECIPES
+    from keras_recu.models import PADDINGS
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -196,7 +200,7 @@ def _train_parser(commands) -> None:
          "installed", choices=["auto", "tf", "pil"])
     flag("--workers", "ImageNet sets: decoding threads (default: all cores)", type=positive_int)
     flag("--padding", "ImageNet models: torch (PyTorch's padding, the authors' model exactly) or same (Keras' "
-         "padding; see keras-recu convert for what LCE makes of each)", choices=["torch", "same"],
+         "padding; see keras-recu convert for what LCE makes of each)", choices=PADDINGS,
          default="the model's")
     flag("--stage", "two-stage recipe: 1 trains float weights with binary activations, 2 binary weights "
          "starting from --stage1", type=stage_number)
@@ -225,25 +229,25 @@ def _user_errors() -> tuple:
     Anything else is a bug, and keeps its traceback.
     """
     from keras_recu.app.data import CorruptDataError, DataUnavailableError
-    from keras_recu.app.train import ConfigError, RunError
+    from keras_recu.app.errors import ConfigError, RunError
 
     return (UsageError, RunError, ConfigError, DataUnavailableError, CorruptDataError, OSError)
 
 
 def run_train(args) -> int:
-    from keras_recu.app.train import TrainConfig, TrainingDiverged, run
+    from keras_recu.app.config import TrainConfig
+    from keras_recu.app.errors import TrainingDiverged
+    from keras_recu.app.train import resume_run, run
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     given = {key: value for key, value in vars(args).items() if key in fields}
     out = Path(given.get("out", TrainConfig.out))
     try:
         if args.resume:
-            # The saved settings, overridden by what was passed: run() then
-            # refuses whatever of that the run may not change.
-            config = TrainConfig.resumed(out, **given)
+            # The saved settings, with what was passed for this session (refused where the run may not change).
+            metrics = resume_run(out, **given)
         else:
-            config = TrainConfig.for_recipe(**given)
-        metrics = run(config, resume=args.resume)
+            metrics = run(TrainConfig.for_recipe(**given))
     except TrainingDiverged as error:
         print(f"keras-recu train: {error}", file=sys.stderr)
         return 1
@@ -285,10 +289,10 @@ def _report_train(out: Path, metrics: dict) -> int:
 def _model_path(path: Path, command: str) -> Path:
     """The .keras file a path names: the file itself, or a run directory's model.keras."""
     if path.is_dir():
-        model = path / "model.keras"
+        model = path / rundir.MODEL
         if model.exists():
             return model
-        checkpoint = path / "checkpoints" / "last.keras"
+        checkpoint = path / rundir.CHECKPOINTS / rundir.CHECKPOINT
         if checkpoint.exists():
             raise UsageError(
                 f"{path} holds a run that has not finished (no model.keras yet): finish it with "
@@ -318,7 +322,7 @@ def _load_model(path: Path):
 
 
 def run_evaluate(args) -> int:
-    from keras_recu.app.train import evaluate
+    from keras_recu.app.evaluate import evaluate
 
     try:
         _model_path(args.model, "evaluate")
@@ -402,7 +406,7 @@ def run_convert(args, argv: Sequence[str]) -> int:
         print(f"keras-recu convert: {error}", file=sys.stderr)
         return 2
 
-    from keras_recu.app.train import _write_bytes
+    from keras_recu.app.rundir import write_bytes
     from keras_recu.deploy import ConversionError, census, convert, verify
     from keras_recu.profile import summary
 
@@ -417,7 +421,7 @@ def run_convert(args, argv: Sequence[str]) -> int:
     except ConversionError as error:
         print(f"keras-recu convert: {error}", file=sys.stderr)
         return 1
-    _write_bytes(output, flatbuffer)
+    write_bytes(output, flatbuffer)
     ops = ", ".join(f"{name} x{count}" for name, count in sorted(census(flatbuffer).items()))
     print(f"Wrote {output} ({len(flatbuffer) / 1024:.1f} KiB). Operators: {ops}")
     if inputs is not None:

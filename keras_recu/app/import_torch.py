@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from keras_recu.app import rundir
 from keras_recu.app.messages import first_line
 
 __all__ = ["COMMAND", "ImportRunError", "add_parser", "import_run", "run"]
 
 COMMAND = "import-torch"
 INFO = "import.json"
-MODEL = "model.keras"
+MODEL = rundir.MODEL
 
 
 class ImportRunError(Exception):
@@ -116,7 +116,7 @@ def import_run(
         OSError: the checkpoint cannot be read, or `out` cannot be written.
     """
     from keras_recu import models
-    from keras_recu.app.train import _write_json, atomic_write
+    from keras_recu.app.rundir import atomic_write, write_json
     from keras_recu.inspection import tau_holders
     from keras_recu.torch_import import TorchImportError, keras_model_for, read_torch_checkpoint
 
@@ -151,7 +151,7 @@ def import_run(
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / MODEL, lambda temporary: model.save(temporary))
-    _write_json(out / INFO, info)
+    write_json(out / INFO, info)
     return info
 
 

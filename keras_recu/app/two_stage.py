@@ -18,7 +18,11 @@ from typing import Dict, List
 import keras
 import numpy as np
 
-__all__ = ["StageMismatch", "carry_weights", "stage1_model_path"]
+from keras_recu.app.errors import RunError
+from keras_recu.app.messages import first_line
+from keras_recu.app.rundir import MODEL
+
+__all__ = ["StageMismatch", "carry_stage1", "carry_weights", "stage1_model_path"]
 
 
 class StageMismatch(ValueError):
@@ -29,7 +33,7 @@ def stage1_model_path(path: os.PathLike) -> Path:
     """The stage-1 `.keras` file: `path` itself, or a finished run directory's model.keras."""
     path = Path(path)
     if path.is_dir():
-        model = path / "model.keras"
+        model = path / MODEL
         if not model.is_file():
             raise FileNotFoundError(
                 f"--stage1 {path}: the directory has no model.keras (a stage-1 run that has not finished?); "
@@ -117,3 +121,32 @@ def carry_weights(source: keras.Model, target: keras.Model) -> dict:
         "values": values,
         "layers": sorted({key.rsplit("/", 1)[0] for key in targets}),
     }
+
+
+def carry_stage1(stage1: str, student) -> dict:
+    """Stage 2's start: the weights of the stage-1 run or file `stage1`, copied by name into `student`.
+
+    Returns what was carried (stage1.json of the run); RunError, in one line,
+    when the stage-1 model cannot be found, loaded or matched.
+    """
+    try:
+        path = stage1_model_path(stage1)
+    except FileNotFoundError as error:
+        raise RunError(str(error)) from None
+    try:
+        source = keras.models.load_model(path, compile=False)
+    except Exception as error:  # whatever the file holds: one line, not Keras' traceback
+        first = first_line(error, 300)
+        raise RunError(
+            f"--stage1 {stage1}: cannot load {path} ({type(error).__name__}: {first}); pass the stage-1 "
+            "run directory or its model.keras."
+        ) from None
+    try:
+        carried = carry_weights(source, student)
+    except StageMismatch as error:
+        raise RunError(f"--stage1 {stage1}: {error}") from None
+    print(
+        f"Stage 2 starts from stage 1 ({path}): {carried['variables']} variables, {carried['values']:,} values, "
+        f"of {len(carried['layers'])} layers carried over."
+    )
+    return {"source": str(path), **carried}

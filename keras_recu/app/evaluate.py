@@ -1,0 +1,201 @@
+"""The end of a run and after: test, save, convert and verify the model, report; and `evaluate` a saved one.
+
+Deployment converts what the user gets, the saved model.keras, whatever
+backend and strategy trained it: here on TensorFlow, else in a
+TensorFlow-backend subprocess (`keras_recu.deploy.convert_saved`) when
+TensorFlow and LCE are installed, else not at all, with a note on how to
+convert later. A conversion that fails is recorded too: the trained run
+stays whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from keras_recu.app import rundir
+from keras_recu.app.build import binary_kernels
+from keras_recu.app.config import TrainConfig
+from keras_recu.app.diagnostics_log import diagnostics_metrics
+from keras_recu.app.distribution import backend
+from keras_recu.app.errors import RunError
+from keras_recu.app.messages import first_line
+from keras_recu.app.rundir import RunFiles
+
+__all__ = ["deploy", "evaluate", "finish", "first_images"]
+
+
+def finish(config: TrainConfig, model, student, test, info, files: RunFiles, history: List[dict],
+           train_seconds: float, input_wait: Optional[dict] = None) -> dict:
+    """Evaluate, save model.keras (the student alone), convert and verify, write metrics.json and the report (the chief)."""
+    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    rundir.atomic_write(files.target / rundir.MODEL, lambda temporary: student.save(temporary))
+    if not files.chief:
+        # Every worker takes part in evaluate() (a collective); only the chief reports.
+        return {"complete": True, "chief": False, "test_accuracy": float(test_accuracy)}
+
+    out = files.source
+    columns = rundir.history_columns(history)
+    metrics = {
+        "complete": True,
+        "config": dataclasses.asdict(config),
+        "dataset": dataclasses.asdict(info),
+        "backend": backend(),
+        "parameters": int(student.count_params()),
+        "history": columns,
+        "train_seconds_this_session": round(train_seconds, 1),
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_accuracy),
+    }
+    if config.diagnostics:
+        metrics.update(diagnostics_metrics(columns, out / rundir.DIAGNOSTICS))
+    if input_wait is not None:
+        # Training time spent waiting for decoded batches: near 0 means decoding kept up with the steps.
+        metrics["input_wait_this_session"] = input_wait
+    if (out / rundir.STAGE1).exists():
+        metrics["stage1"] = json.loads((out / rundir.STAGE1).read_text())
+    if config.stage == 1:
+        # Float kernels: nothing LCE could binarize. Stage 2 is the deployable model.
+        note = (f"not converted: stage 1 trains float weights (binary activations only); stage 2 is the "
+                f"deployable model: keras-recu train --recipe two-stage --stage 2 --stage1 {out} --out RUN2")
+        deployment, report_text = {"converted": False, "note": note}, note
+    else:
+        deployment, report_text = deploy(out, first_images(test, config.verify_samples))
+    metrics["deployment"] = deployment
+    _write_reports(out, metrics, student, report_text)
+    return metrics
+
+
+def _write_reports(out: Path, metrics: dict, student, report_text: str) -> None:
+    """summary.txt, metrics.json, and report.md with its plots."""
+    from keras_recu.app.report import write_report
+    from keras_recu.profile import summary
+
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        summary(student)
+    rundir.write_text(out / rundir.SUMMARY, table.getvalue() + "\n" + report_text + "\n")
+    rundir.write_json(out / rundir.METRICS, metrics)
+    initial = dict(np.load(out / rundir.INITIAL_KERNELS))
+    write_report(out, metrics, initial=initial, final=binary_kernels(student))
+
+
+def first_images(test, count: int) -> np.ndarray:
+    """The first `count` images of the test batches (what the flatbuffer is verified on)."""
+    images, total = [], 0
+    for index in range(len(test)):
+        batch = np.asarray(test[index][0])
+        images.append(batch)
+        total += len(batch)
+        if total >= count:
+            break
+    return np.concatenate(images)[:count]
+
+
+def _deployment_fields(report) -> dict:
+    """metrics.json's "deployment" of a converted and verified model (`keras_recu.deploy.verify`'s report)."""
+    return {
+        "converted": True,
+        "census": dict(report.census),
+        "binary_layers": len(report.binary_layers),
+        "binary_layers_left_in_float": report.float_binary_layers,
+        "verify_samples": report.samples,
+        "argmax_agreement": report.argmax_agreement,
+        "max_abs_error": report.max_abs_error,
+        "matching_samples": report.matching_samples,
+        "flatbuffer_kib": round(report.flatbuffer_bytes / 1024, 1),
+        "float32_parameters_kib": round(report.float32_bytes / 1024, 1),
+    }
+
+
+def deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
+    """Convert the saved model.keras to model.tflite and verify it on `images`.
+
+    Returns metrics.json's "deployment" and the text for summary.txt; see
+    the module's docstring for where the conversion runs.
+    """
+    import keras
+
+    from keras_recu import deploy as lce
+
+    later = f"keras-recu convert {out} --verify"
+    model_path = out / rundir.MODEL
+    if not lce.conversion_available():
+        note = (
+            f"not converted: this machine lacks TensorFlow or larq-compute-engine "
+            f"(pip install 'keras-recu[tensorflow,deploy]'); on one that has both: {later}"
+        )
+        return {"converted": False, "note": note, "convert_later": later}, note
+    try:
+        if keras.backend.backend() == "tensorflow":
+            model = keras.models.load_model(model_path)
+            flatbuffer = lce.convert(model)
+            report = lce.verify(model, flatbuffer, images)
+        else:
+            flatbuffer, report = lce.convert_saved(model_path, inputs=images)
+    except (ValueError, RuntimeError, ImportError) as error:  # ConversionError is a ValueError
+        first = first_line(error) or type(error).__name__
+        note = f"conversion failed ({type(error).__name__}: {first}); the trained model is in {model_path}: {later}"
+        return {"converted": False, "failed": True, "note": note, "convert_later": later}, str(error)
+    rundir.write_bytes(out / rundir.TFLITE, flatbuffer)
+    return _deployment_fields(report), str(report)
+
+
+def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+             batch_size: Optional[int] = None) -> dict:
+    """Test loss and accuracy of a run directory's model or of a `.keras` file.
+
+    For a run directory the run's own test split is used, normalized as in
+    training (its data set, data directory, seed, --limit-train, whose
+    statistics normalize, and --limit-test); `dataset` picks another set's
+    full test split.
+    """
+    import keras
+
+    from keras_recu.app import data
+
+    path = Path(path)
+    model_path = path / rundir.MODEL if path.is_dir() else path
+    settings = {}
+    if dataset is None and path.is_dir() and (path / rundir.CONFIG).exists():
+        saved = TrainConfig.from_file(path / rundir.CONFIG)
+        dataset, data_dir = saved.dataset, data_dir or saved.data_dir
+        settings = dict(limit_train=saved.limit_train, limit_test=saved.limit_test, seed=saved.seed,
+                        download=saved.download, **saved.data_arguments())
+        batch_size = batch_size or saved.batch_size
+    if dataset is None:
+        raise RunError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # whatever the file holds: one line, not Keras' traceback
+        first = first_line(error, 300)
+        raise RunError(
+            f"cannot load {model_path} as a Keras model ({type(error).__name__}: {first}). Pass a run "
+            "directory or a .keras file written by model.save or keras-recu train."
+        ) from None
+    if not settings and dataset in getattr(data, "IMAGENET_DATASETS", ()):
+        # A bare model: the authors' evaluation transform (resize 256, center crop 224), scaled to its input.
+        settings = dict(transform=_evaluation_transform(model))
+    _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    loss, accuracy = model.evaluate(test, verbose=0)
+    return {"model": str(model_path), "dataset": info.name, "test_examples": info.test_examples,
+            "test_loss": float(loss), "test_accuracy": float(accuracy)}
+
+
+def _evaluation_transform(model):
+    """The authors' evaluation transform for a model's input side: resize to side * 256 / 224, center crop."""
+    from keras_recu.app import imagenet
+
+    default = imagenet.ImageNetTransform()
+    side = model.inputs[0].shape[1]
+    if side is None or side == default.image_size:
+        return None
+    return dataclasses.replace(default, image_size=int(side),
+                               resize_size=int(round(side * default.resize_size / default.image_size)))
