@@ -82,7 +82,8 @@ def run_one(args: argparse.Namespace) -> int:
     import keras
 
     from keras_recu.app import data
-    from keras_recu.app.train import TrainConfig, learning_rate_schedule
+    from keras_recu.app.build import learning_rate_schedule
+    from keras_recu.app.config import TrainConfig
     from keras_recu.optimizers import L2SGD
 
     from benchmarks.recorder import Recorder

@@ -39,7 +39,7 @@ Importing any `keras_recu` module registers every serializable object of the
 core with Keras, so a saved model loads in a fresh process after any
 `import keras_recu...`. The TensorFlow-bound modules load on first use.
 Before that, where the larq extra is installed, the package makes TensorFlow's
-`tf.keras` tf-keras (`keras_recu._legacy_keras`, the one owner of
+`tf.keras` tf-keras (`keras_recu._compat.legacy_keras`, the one owner of
 `TF_USE_LEGACY_KERAS`).
 """
 
@@ -47,7 +47,7 @@ import importlib
 import os
 import sys
 
-from keras_recu import _legacy_keras
+from keras_recu._compat import legacy_keras
 
 __version__ = "0.1.0"
 
@@ -61,7 +61,7 @@ __all__ = [*_SUBMODULES, "summary", "__version__"]
 # Registering the core below imports Keras 3, which on the TensorFlow backend
 # imports TensorFlow: first, where the larq extra is installed, make its
 # tf.keras tf-keras, or `import keras_recu.larq` could never work.
-_legacy_keras.prefer_tf_keras()
+legacy_keras.prefer_tf_keras()
 if os.path.basename(sys.argv[0] or "") == "keras-recu":
     # The command's own messages are one line each; TensorFlow's start-up INFO
     # lines, printed when Keras imports it (before keras_recu.app.cli runs),

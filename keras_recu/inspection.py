@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional
 
-from keras_recu import _compat
+from keras_recu._compat import keras_internals
 from keras_recu.tau import HasTau
 
 __all__ = [
@@ -76,7 +76,7 @@ def layers(model, include_self: bool = False) -> List[Any]:
     Quantizers are layers too and appear right after the layer that holds
     them. With `include_self`, `model` comes first.
     """
-    return _compat.flatten_layers(model, include_self=include_self)
+    return keras_internals.flatten_layers(model, include_self=include_self)
 
 
 def _read(obj, name: str):

@@ -3,7 +3,7 @@
 larq is written for Keras 2 and runs on TensorFlow 2.21 only when `tf.keras`
 is tf-keras, which TensorFlow decides when it is first imported (from the
 variable `TF_USE_LEGACY_KERAS`). Importing this module arranges that
-(`keras_recu._legacy_keras.require_tf_keras`): if TensorFlow is not imported
+(`keras_recu.legacy_keras.require_tf_keras`): if TensorFlow is not imported
 yet it sets `TF_USE_LEGACY_KERAS=1`; if it already is, with Keras 3 as
 `tf.keras`, it raises an ImportError that says what to do.
 Keras 3 (`import keras`) stays usable in the same process.
@@ -34,10 +34,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from keras_recu import _legacy_keras
+from keras_recu._compat import legacy_keras
 
 # Before TensorFlow loads: larq needs tf.keras to be tf-keras.
-_legacy_keras.require_tf_keras()
+legacy_keras.require_tf_keras()
 
 import larq  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 import keras
-from keras import ops
 
 from keras_recu import ops as recu_ops
 from keras_recu.tau import HasTau, make_tau_variable

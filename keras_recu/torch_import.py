@@ -42,7 +42,6 @@ the same outputs as their model.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple

@@ -5,7 +5,7 @@ import textwrap
 import keras
 import pytest
 
-from keras_recu import _compat
+from keras_recu._compat import keras_internals
 from keras_recu.layers import QuantConv2D, ReCUConv2D
 from tests.run_utils import environment, python
 
@@ -46,16 +46,16 @@ def test_the_private_attributes_read_exist_in_this_keras():
 
 def test_flatten_layers_finds_every_nested_layer_once():
     model = _nested_model()
-    names = [layer.name for layer in _compat.flatten_layers(model)]
+    names = [layer.name for layer in keras_internals.flatten_layers(model)]
     assert names[0] == "outer"
     for name in ("inner", "qconv", "block", "private_conv", "relu_a", "relu_b"):
         assert names.count(name) == 1, name
     # Quantizers are layers too: qconv's two, private_conv's two.
-    quantizers = [layer for layer in _compat.flatten_layers(model) if hasattr(layer, "precision")]
+    quantizers = [layer for layer in keras_internals.flatten_layers(model) if hasattr(layer, "precision")]
     assert len(quantizers) == 4
     assert len({id(layer) for layer in quantizers}) == 4
-    assert _compat.flatten_layers(model, include_self=False)[0] is not model
-    assert len(_compat.flatten_layers(model, include_self=False)) == len(names) - 1
+    assert keras_internals.flatten_layers(model, include_self=False)[0] is not model
+    assert len(keras_internals.flatten_layers(model, include_self=False)) == len(names) - 1
 
 
 def test_flatten_layers_explains_a_keras_without_the_walk():
@@ -63,7 +63,7 @@ def test_flatten_layers_explains_a_keras_without_the_walk():
         pass
 
     with pytest.raises(NotImplementedError, match="_flatten_layers"):
-        _compat.flatten_layers(NoWalk())
+        keras_internals.flatten_layers(NoWalk())
 
 
 def test_graph_calls_counts_the_calls_of_this_graph_only():
@@ -75,7 +75,7 @@ def test_graph_calls_counts_the_calls_of_this_graph_only():
     other = keras.Input((4,))
     keras.Model(other, shared(other))
 
-    calls = _compat.graph_calls(model)
+    calls = keras_internals.graph_calls(model)
     assert calls[id(shared)] == [((None, 3),), ((None, 3),)]
     assert calls[id(model.get_layer("cat"))] == [((None, 6),)]
     assert calls[id(model.get_layer("x"))] == [((None, 4),)]
@@ -83,7 +83,7 @@ def test_graph_calls_counts_the_calls_of_this_graph_only():
 
 def test_graph_calls_of_a_sequential_and_of_a_subclassed_model():
     sequential = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2, name="d")])
-    assert _compat.graph_calls(sequential)[id(sequential.get_layer("d"))] == [((None, 2),)]
+    assert keras_internals.graph_calls(sequential)[id(sequential.get_layer("d"))] == [((None, 2),)]
 
     class Net(keras.Model):
         def __init__(self):
@@ -95,7 +95,7 @@ def test_graph_calls_of_a_sequential_and_of_a_subclassed_model():
 
     net = Net()
     net(keras.ops.zeros((1, 3)))
-    assert _compat.graph_calls(net) is None
+    assert keras_internals.graph_calls(net) is None
 
 
 @pytest.mark.tf_only
@@ -112,7 +112,7 @@ def test_flatten_layers_on_a_tf_keras_larq_model():
                                     kernel_quantizer=recu_larq.ReCUSign(), name="lq"),
         ]
     )
-    layers = _compat.flatten_layers(model)
+    layers = keras_internals.flatten_layers(model)
     assert [layer.name for layer in layers].count("lq") == 1
     assert sum(isinstance(layer, recu_larq.ReCUSign) for layer in layers) == 1
 
@@ -123,10 +123,10 @@ def test_multi_worker_strategy_reduces_a_tuple_and_a_scalar_with_an_axis():
     # runtime for the rest of the process, which the other tests share.
     code = textwrap.dedent("""
         import tensorflow as tf
-        from keras_recu import _compat
+        from keras_recu._compat import distribute
 
         # A single worker: no TF_CONFIG, the strategy runs on this process's devices.
-        strategy = _compat.multi_worker_strategy()
+        strategy = distribute.multi_worker_strategy()
         assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         batch = (tf.constant([[1.0, 2.0], [3.0, 4.0]]), tf.constant([5.0, 6.0]))
         features, labels = strategy.reduce(tf.distribute.ReduceOp.SUM, batch, axis=0)

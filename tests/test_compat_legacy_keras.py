@@ -1,4 +1,4 @@
-"""keras_recu._legacy_keras: the two policies for TF_USE_LEGACY_KERAS, in process.
+"""keras_recu._compat.legacy_keras: the two policies for TF_USE_LEGACY_KERAS, in process.
 
 The real import orders (TensorFlow loaded before or after keras_recu.larq)
 run in subprocesses in test_larq_front.py, on TensorFlow. Here `sys.modules`
@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from keras_recu._legacy_keras import LEGACY_KERAS_VARIABLE, prefer_tf_keras, require_tf_keras
+from keras_recu._compat.legacy_keras import LEGACY_KERAS_VARIABLE, prefer_tf_keras, require_tf_keras
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ RESUMABLE = ("out", "verbose", "stop_after", "download")
 #: Neither changes which images a batch holds.
 MACHINE_SETTINGS = ("workers", "manual_dir")
 #: The decoding and augmentation settings of the ImageNet-style sets
-#: (`keras_recu.app.imagenet.ImageNetTransform`); None takes the authors' value.
+#: (`keras_recu.app.data.ImageNetTransform`); None takes the authors' value.
 TRANSFORM_FIELDS = {"image_size": "image_size", "resize_size": "resize_size", "crop_scale": "scale",
                     "crop_ratio": "ratio", "lighting_std": "lighting_std"}
 
@@ -76,7 +76,7 @@ class TrainConfig:
     stage1: Optional[str] = None  # stage 2: the stage-1 run directory or .keras file to start from
     teacher: Optional[str] = None  # distillation teacher: a keras.applications name or a .keras file
     padding: Optional[str] = None  # the builder's `padding`, "torch" or "same"; None: the builder's default
-    # ImageNet-style sets only (None: the authors' transform, keras_recu.app.imagenet.ImageNetTransform):
+    # ImageNet-style sets only (None: the authors' transform, keras_recu.app.data.ImageNetTransform):
     image_size: Optional[int] = None
     resize_size: Optional[int] = None
     crop_scale: Optional[Tuple[float, float]] = None
@@ -244,8 +244,7 @@ class TrainConfig:
         from keras_recu import models
 
         if self.padding is not None:
-            if self.padding not in models.PADDINGS:
-                raise ValueError(f"`padding` must be 'torch' or 'same', got {self.padding!r}.")
+            models.check_padding(self.padding)
             if "padding" not in inspect.signature(models.get(self.model)).parameters:
                 raise ValueError(f"--padding: {self.model} has no padding option; drop --padding.")
         if self.stage is None:
@@ -271,7 +270,7 @@ class TrainConfig:
             )
 
     def transform(self):
-        """The `keras_recu.app.imagenet.ImageNetTransform` of the ImageNet-style sets (None for the others)."""
+        """The `keras_recu.app.data.ImageNetTransform` of the ImageNet-style sets (None for the others)."""
         from keras_recu.app import data
 
         given = {name: getattr(self, name) for name in TRANSFORM_FIELDS if getattr(self, name) is not None}
@@ -289,7 +288,7 @@ class TrainConfig:
                     f"({', '.join(getattr(data, 'IMAGENET_DATASETS', ()))}) only, not to {self.dataset}."
                 )
             return None
-        from keras_recu.app import imagenet
+        from keras_recu.app.data import imagenet
 
         if self.decoder not in imagenet.DECODERS:
             raise ValueError(f"Unknown decoder {self.decoder!r}. Known: {', '.join(imagenet.DECODERS)}.")

@@ -68,7 +68,7 @@ def distribution(strategy: str):
     if strategy in TF_STRATEGIES:
         import tensorflow as tf
 
-        from keras_recu._compat import multi_worker_strategy
+        from keras_recu._compat.distribute import multi_worker_strategy
 
         if strategy == "mirrored":
             return tf.distribute.MirroredStrategy()

@@ -191,7 +191,7 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
 
 def _evaluation_transform(model):
     """The authors' evaluation transform for a model's input side: resize to side * 256 / 224, center crop."""
-    from keras_recu.app import imagenet
+    from keras_recu.app.data import imagenet
 
     default = imagenet.ImageNetTransform()
     side = model.inputs[0].shape[1]

@@ -12,7 +12,7 @@ import keras
 
 from keras_recu import ops as recu_ops
 from keras_recu import quantizers
-from keras_recu._tau import HasTau
+from keras_recu.tau import HasTau
 from keras_recu.layers.quantized import QuantConv2D
 
 __all__ = ["DEFAULT_TAU", "TORCH_CONV_INIT", "ReCUConv2D"]

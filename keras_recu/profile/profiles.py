@@ -12,7 +12,8 @@ from typing import Any, Callable, List, Optional, Set, Tuple, Union
 
 import keras
 
-from keras_recu import _compat, inspection
+from keras_recu import inspection
+from keras_recu._compat import keras_internals
 from keras_recu.profile.counting import (
     MAC_LAYERS,
     OperationProfile,
@@ -186,7 +187,7 @@ class ModelProfile(_Profile):
         self.name = model.name
         tau_ids = tau_variable_ids(model) if tau_ids is None else tau_ids
         counted_ids = set() if counted_ids is None else counted_ids
-        inner_calls = _compat.graph_calls(model) or {}
+        inner_calls = keras_internals.graph_calls(model) or {}
 
         self.layer_profiles: List[_Profile] = []
         for layer in model.layers:

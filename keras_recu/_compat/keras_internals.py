@@ -1,4 +1,4 @@
-"""The only place where keras_recu reads private Keras attributes.
+"""The private Keras attributes keras_recu reads: the only place that reads any.
 
 Keras has no public API for two things the package needs:
 
@@ -21,7 +21,7 @@ import keras
 
 Shape = Tuple[Optional[int], ...]
 
-__all__ = ["flatten_layers", "graph_calls", "multi_worker_strategy"]
+__all__ = ["flatten_layers", "graph_calls"]
 
 
 def flatten_layers(layer, include_self: bool = True) -> List:
@@ -75,31 +75,3 @@ def graph_calls(model) -> Optional[Dict[int, List[Tuple[Shape, ...]]]]:
         nodes = [node for node in operation._inbound_nodes if id(node) in in_graph]
         calls[key] = [tuple(tuple(tensor.shape) for tensor in node.outputs) for node in nodes]
     return calls
-
-
-def multi_worker_strategy():
-    """A `tf.distribute.MultiWorkerMirroredStrategy` whose `reduce` accepts what Keras 3 passes it.
-
-    Why it exists: Keras 3 (up to 3.15 at least) calls `strategy.reduce` in
-    two ways that this strategy alone refuses, so `fit` fails on it as is:
-
-    * on the first `(x, y)` batch, a tuple, to build the model ("Attempt to
-      convert a value (PerReplica...)"): reduced here leaf by leaf;
-    * with `axis=0` on the scalar metrics of each step ("Invalid reduction
-      dimension 0"): a scalar is reduced across the replicas, axis None.
-
-    That is what those calls mean, and what MirroredStrategy does with them.
-    TensorFlow is imported here, not at module level: the core runs without it.
-    """
-    import tensorflow as tf
-
-    class KerasReduce(tf.distribute.MultiWorkerMirroredStrategy):
-        def reduce(self, reduce_op, value, axis):
-            def leaf(v):
-                local = self.experimental_local_results(v)[0]
-                scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
-                return super(KerasReduce, self).reduce(reduce_op, v, None if scalar else axis)
-
-            return tf.nest.map_structure(leaf, value)
-
-    return KerasReduce()
