@@ -40,10 +40,8 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 # Modules and packages of keras_recu that need TensorFlow to be imported: on
 # the other backends they are not collected (a package: no file under it), so
-# their doctests run on the TensorFlow backend only. deploy is listed both as
-# a module and as a package while it moves from deploy.py to deploy/.
+# their doctests run on the TensorFlow backend only.
 TF_BOUND_MODULES = {
-    ROOT / "keras_recu" / "deploy.py",
     ROOT / "keras_recu" / "deploy",
     ROOT / "keras_recu" / "larq.py",
 }

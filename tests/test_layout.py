@@ -39,7 +39,7 @@ UPPER = ("keras_recu.deploy", "keras_recu.larq", "keras_recu.torch_import", "ker
 TF_BOUND = ("tensorflow", "tf_keras", "larq", "larq_compute_engine", "tensorflow_datasets")
 
 # --------------------------------------------------------------------------
-# The house's order, bottom first: one tier a line.
+# The house's order, bottom first: one tier a line, read from README.md (its "Where things are").
 #
 # A module imports only modules of LOWER tiers; the entries of one line stand
 # beside each other and import none of each other. An entry names a module or
@@ -52,33 +52,20 @@ TF_BOUND = ("tensorflow", "tf_keras", "larq", "larq_compute_engine", "tensorflow
 # of a package it lies in. `__init__` is keras_recu/__init__.py, the face of
 # the whole package. Every module of keras_recu must belong to an entry, and
 # every entry must name a module or package.
-ORDER = """
-    _compat.legacy_keras _compat.distribute _compat.keras_internals
-    _compat
-    ops losses
-    optimizers tau
-    quantizers constraints inspection
-    callbacks
-    layers
-    diagnostics profile
-    models
-    deploy torch_import
-    larq
-    app.messages
-    app.errors app.recipes app.report
-    app.data
-    app.distribution app.distill
-    app.rundir
-    app.config
-    app.two_stage
-    app.build app.checkpointing app.diagnostics_log
-    app.evaluate
-    app.train
-    app.import_torch
-    app.cli
-    app
-    __init__
-"""
+#: The marker of the block in README.md that holds the order, so that the
+#: order is written down once, where a newcomer reads it.
+ORDER_MARKER = "<!-- the house's order: tests/test_layout.py reads this block -->"
+
+
+def readme_order(readme: Path = REPO / "README.md") -> str:
+    """The fenced block after ORDER_MARKER in README.md: the tiers, bottom first, one a line."""
+    text = readme.read_text(encoding="utf-8")
+    assert ORDER_MARKER in text, f"README.md has lost the house's order (the block after {ORDER_MARKER!r})"
+    block = text.split(ORDER_MARKER, 1)[1].split("```", 2)[1]
+    return block.split("\n", 1)[1]  # after the fence's language word
+
+
+ORDER = readme_order()
 
 #: Private modules and names that other modules may import, each with its reason.
 #: A private package listed here may be imported with its modules.
