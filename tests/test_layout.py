@@ -50,7 +50,7 @@ TF_BOUND = ("tensorflow", "tf_keras", "larq", "larq_compute_engine", "tensorflow
 # entry, a package's face (its __init__.py) may import the package's modules
 # and they may import each other (rule: no circle); no module imports the face
 # of a package it lies in. `__init__` is keras_recu/__init__.py, the face of
-# the whole package. Every module of keras_recu must belong to an entry, and
+# the whole package; `app.__init__` is the face of keras_recu.app alone. Every module of keras_recu must belong to an entry, and
 # every entry must name a module or package.
 #: The marker of the block in README.md that holds the order, so that the
 #: order is written down once, where a newcomer reads it.
@@ -367,6 +367,8 @@ def _relative(module: str, package: str) -> str:
 def entry_of(module: str, package: str, tiers: Dict[str, int]) -> Optional[str]:
     """The table's entry that `module` of `package` belongs to: the longest that is it or holds it."""
     name = _relative(module, package)
+    if f"{name}.__init__" in tiers:  # `app.__init__` names the face alone, not the package's modules
+        return f"{name}.__init__"
     holders = [entry for entry in tiers if name == entry or name.startswith(entry + ".")]
     return max(holders, key=len) if holders else None
 
