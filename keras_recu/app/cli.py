@@ -13,12 +13,15 @@
     keras-recu convert RUN_DIR|MODEL.keras [-o MODEL.tflite] [--verify]
         Print the summary table, convert to an LCE flatbuffer (refusing a model
         that LCE would leave partly in float), print the operator census and,
-        with --verify, the verification report. Any backend's .keras converts;
+        with --verify, the verification report: on the run's own test images
+        (offline) or --inputs, each disagreement told as a sign tie or as
+        unexplained, which fails (exit 1). Any backend's .keras converts;
         under a non-TensorFlow backend the command runs itself again on
         TensorFlow.
 
 Exit status: 0 done; 1 the job ran and failed (the loss became NaN, LCE
-would leave a binary layer in float); 2 the command cannot run as given (a
+would leave a binary layer in float, --verify found an unexplained
+disagreement); 2 the command cannot run as given (a
 bad flag or value, a missing or damaged file, a run directory that does not
 allow it), with one line on stderr that says what to do; 130 interrupted.
 """
@@ -277,6 +280,9 @@ def _report_train(out: Path, metrics: dict) -> int:
             f"LCE flatbuffer {deployment['flatbuffer_kib']} KiB, argmax agreement with Keras "
             f"{deployment['argmax_agreement']:.2%} on {deployment['verify_samples']} test images."
         )
+        if "verification" in deployment:
+            print(f"Verification: {deployment['verification']}.", file=sys.stdout if deployment.get("verified", True)
+                  else sys.stderr)
     else:
         print(deployment["note"], file=sys.stderr if deployment.get("failed") else sys.stdout)
     print(f"Report: {out / 'report.md'} (plots and metrics.json beside it)")
@@ -345,14 +351,34 @@ def _output_path(args, model_path: Path) -> Path:
     return output
 
 
+def _default_inputs(args, expected: tuple):
+    """The run's own test images (offline) when `args.model` is a run's; else random normal inputs, said so."""
+    import numpy as np
+
+    from keras_recu.app.data import CorruptDataError, DataUnavailableError
+    from keras_recu.app.errors import ConfigError, RunError
+    from keras_recu.app.evaluate import run_test_images
+
+    try:
+        images, what = run_test_images(args.model, args.samples)
+        if tuple(images.shape[1:]) != expected:
+            raise RunError(f"the run's test images have shape {tuple(images.shape[1:])}, the model takes {expected}")
+        print(f"Verifying on {what}.")
+        return images
+    except (RunError, ConfigError, DataUnavailableError, CorruptDataError, ValueError, OSError) as error:
+        reason = first_line(error, 200).rstrip(".")
+    count = args.samples or 32
+    print(f"Verifying on {count} random normal inputs of shape {expected}, not on test images ({reason}); "
+          "--inputs FILE.npy verifies on your own.")
+    return np.random.default_rng(args.seed).normal(size=(count, *expected)).astype("float32")
+
+
 def _verify_inputs(args, model):
     import numpy as np
 
     expected = tuple(model.inputs[0].shape[1:])
     if args.inputs is None:
-        shape = (args.samples, *expected)
-        print(f"Verifying on {args.samples} random normal inputs of shape {expected}.")
-        return np.random.default_rng(args.seed).normal(size=shape).astype("float32")
+        return _default_inputs(args, expected)
     if not args.inputs.is_file():
         raise UsageError(f"--inputs {args.inputs}: no such file; pass a .npy array of shape (N, {', '.join(map(str, expected))}).")
     try:
@@ -368,6 +394,12 @@ def _verify_inputs(args, model):
         )
     if not np.issubdtype(inputs.dtype, np.number):
         raise UsageError(f"--inputs {args.inputs} holds {inputs.dtype} values; the model takes numbers.")
+    finite = np.isfinite(inputs)
+    if not finite.all():
+        raise UsageError(
+            f"--inputs {args.inputs} holds {finite.size - int(finite.sum())} non-finite values (NaN or inf); "
+            "a NaN compares with nothing: pass finite images."
+        )
     return inputs.astype("float32")
 
 
@@ -425,7 +457,15 @@ def run_convert(args, argv: Sequence[str]) -> int:
     ops = ", ".join(f"{name} x{count}" for name, count in sorted(census(flatbuffer).items()))
     print(f"Wrote {output} ({len(flatbuffer) / 1024:.1f} KiB). Operators: {ops}")
     if inputs is not None:
-        print(verify(model, flatbuffer, inputs))
+        report = verify(model, flatbuffer, inputs)
+        print(report)
+        if not report.verified:
+            unexplained = [d for d in report.disagreements if not d.is_tie]
+            images = ", ".join(str(d.index) for d in unexplained[:10]) + (", ..." if len(unexplained) > 10 else "")
+            print(f"keras-recu convert: verification failed: {report.unexplained} of {report.samples} images "
+                  f"disagree with Keras with no sign tie to explain it (images {images}); {output} may be "
+                  "converted wrong.", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -452,8 +492,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     convert.add_argument("model", type=Path, help="a run directory or a Keras 3 model file (.keras), of any backend")
     convert.add_argument("-o", "--output", type=Path, help="flatbuffer path (default: MODEL.tflite)")
     convert.add_argument("--verify", action="store_true", help="compare the flatbuffer with the model")
-    convert.add_argument("--inputs", type=Path, help="a .npy batch (N, H, W, C) to verify on (default: random normal)")
-    convert.add_argument("--samples", type=positive_int, default=32, help="random inputs to verify on (default: 32)")
+    convert.add_argument("--inputs", type=Path, help="a .npy batch (N, H, W, C) to verify on (default: the run's "
+                         "own test images when its data set is available offline, else random normal inputs)")
+    convert.add_argument("--samples", type=positive_int, default=None,
+                         help="images to verify on (default: the run's --verify-samples, or 32 random inputs)")
     convert.add_argument("--seed", type=non_negative_int, default=0)
     convert.add_argument("--io-type", choices=["float32", "int8"], default="float32")
     convert.add_argument("--allow-float", action="store_true", help="accept binary layers LCE leaves in float")

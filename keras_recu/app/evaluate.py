@@ -28,7 +28,7 @@ from keras_recu.app.errors import RunError
 from keras_recu.app.messages import first_line
 from keras_recu.app.rundir import RunFiles
 
-__all__ = ["deploy", "evaluate", "finish", "first_images"]
+__all__ = ["deploy", "evaluate", "finish", "first_images", "run_test_images"]
 
 
 def finish(config: TrainConfig, model, student, test, info, files: RunFiles, history: List[dict],
@@ -111,6 +111,16 @@ def _deployment_fields(report) -> dict:
         "matching_samples": report.matching_samples,
         "flatbuffer_kib": round(report.flatbuffer_bytes / 1024, 1),
         "float32_parameters_kib": round(report.float32_bytes / 1024, 1),
+        # What each disagreement was (keras_recu.deploy.ties): a sign tie, or unexplained.
+        "verification": report.verdict,
+        "verified": report.verified,
+        "agreeing": report.agreeing,
+        "sign_ties": report.ties,
+        "unexplained": report.unexplained,
+        "tolerance": report.tolerance,
+        "tie_ulps": report.tie_ulps,
+        "agreeing_max_abs_error": report.agreeing_max_abs_error,
+        "disagreements": [dataclasses.asdict(disagreement) for disagreement in report.disagreements],
     }
 
 
@@ -171,22 +181,80 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
         batch_size = batch_size or saved.batch_size
     if dataset is None:
         raise RunError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
+    model = _load_model(model_path)
+    if not settings and dataset in getattr(data, "IMAGENET_DATASETS", ()):
+        # A bare model: the authors' evaluation transform (resize 256, center crop 224), scaled to its input.
+        settings = dict(transform=_evaluation_transform(model))
+    _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
+    _check_fits(model, model_path, info)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    loss, accuracy = model.evaluate(test, verbose=0)
+    return {"model": str(model_path), "dataset": info.name, "test_examples": info.test_examples,
+            "test_loss": float(loss), "test_accuracy": float(accuracy)}
+
+
+def _load_model(model_path: Path):
+    """The Keras model in `model_path`, or a RunError that names the file and says what it is not."""
+    import zipfile
+
+    import keras
+
+    if not zipfile.is_zipfile(model_path):
+        raise RunError(
+            f"cannot load {model_path} as a Keras model: it is not a readable Keras file (a .keras file is a zip "
+            "archive, and this one is not: it may be cut short or damaged). Pass a run directory or a .keras file "
+            "written by model.save or keras-recu train."
+        )
     try:
-        model = keras.models.load_model(model_path)
+        return keras.models.load_model(model_path)
     except Exception as error:  # whatever the file holds: one line, not Keras' traceback
         first = first_line(error, 300)
         raise RunError(
             f"cannot load {model_path} as a Keras model ({type(error).__name__}: {first}). Pass a run "
             "directory or a .keras file written by model.save or keras-recu train."
         ) from None
-    if not settings and dataset in getattr(data, "IMAGENET_DATASETS", ()):
-        # A bare model: the authors' evaluation transform (resize 256, center crop 224), scaled to its input.
-        settings = dict(transform=_evaluation_transform(model))
-    _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    loss, accuracy = model.evaluate(test, verbose=0)
-    return {"model": str(model_path), "dataset": info.name, "test_examples": info.test_examples,
-            "test_loss": float(loss), "test_accuracy": float(accuracy)}
+
+
+def _check_fits(model, model_path: Path, info) -> None:
+    """A RunError, naming both shapes, when the data set's images or classes do not fit the model."""
+    takes = tuple(model.inputs[0].shape[1:])
+    if len(takes) != len(info.input_shape) or any(
+            want is not None and want != have for want, have in zip(takes, info.input_shape)):
+        raise RunError(
+            f"{model_path} takes images of shape {takes}, but {info.name}'s are {tuple(info.input_shape)}: "
+            "evaluate on the data set the model was trained on, or on one with images of its shape (--dataset)."
+        )
+    classes = model.outputs[0].shape[-1]
+    if classes is not None and classes != info.num_classes:
+        raise RunError(
+            f"{model_path} has {classes} outputs, but {info.name} has {info.num_classes} classes: evaluate on "
+            "the data set the model was trained on, or on one with as many classes (--dataset)."
+        )
+
+
+def run_test_images(path: Path, count: Optional[int] = None) -> Tuple[np.ndarray, str]:
+    """The first test images of the run that `path` (a run directory or its model.keras) names.
+
+    Loaded offline as the run's training loaded them (its data set, data
+    directory, limits, seed and normalization), never downloading: `count`
+    images (default: the run's --verify-samples), and a phrase that says what
+    they are. Raises `RunError`, saying why, when `path` is no run's or its
+    data set is not available offline; the data loader's own errors
+    (`DataUnavailableError`, `CorruptDataError`) pass through.
+    """
+    from keras_recu.app import data
+
+    path = Path(path)
+    run = path if path.is_dir() else path.parent
+    if (not path.is_dir() and path.name != rundir.MODEL) or not (run / rundir.CONFIG).is_file():
+        raise RunError(f"{path} is not a run directory's model (no {rundir.CONFIG} beside it)")
+    saved = TrainConfig.from_file(run / rundir.CONFIG)
+    count = count or saved.verify_samples
+    _, test, info = data.load(saved.dataset, min(count, 256), data_dir=saved.data_dir, augment=False,
+                              limit_train=saved.limit_train, limit_test=saved.limit_test, seed=saved.seed,
+                              download=False, **saved.data_arguments())
+    images = first_images(test, count)
+    return images, f"the first {len(images)} test images of {info.name} (the run's own, as in training)"
 
 
 def _evaluation_transform(model):

@@ -134,7 +134,35 @@ def _deployment_lines(deployment: dict) -> list:
         f"- verified on {deployment.get('verify_samples')} test images: argmax agreement with Keras "
         f"{'n/a' if agreement is None else f'{agreement:.2%}'}, max |error| "
         f"{'n/a' if error is None else f'{error:.2g}'}",
+        *_verification_lines(deployment),
     ]
+
+
+def _verification_lines(deployment: dict) -> list:
+    """The verdict on the disagreements: sign ties (harmless) or unexplained (a failed verification)."""
+    if "verification" not in deployment:
+        return []
+    lines = [f"- {deployment['verification']}"
+             + ("" if deployment.get("verified", True) else " - **verification failed**: an unexplained "
+                "disagreement may be a wrong conversion")]
+    if deployment.get("disagreements"):
+        lines.append(
+            f"  (an image disagrees when its argmax differs or an output is off by more than "
+            f"{deployment.get('tolerance', 1e-3):g} of the largest; a sign tie is a pre-sign activation within "
+            f"{deployment.get('tie_ulps', 8):g} float32 ulps of 0, which LCE's fused arithmetic may binarize the "
+            "other way: see `keras_recu.deploy.ties`)"
+        )
+    for entry in deployment.get("disagreements", [])[:10]:
+        where = (f"sign tie at `{entry['layer']}` (|a| = {entry['activation']:.2g})" if entry["kind"] == "tie"
+                 else "unexplained")
+        if entry.get("confirmed"):
+            where += ", reproduced by flipping it in Keras"
+        argmax = ("" if entry.get("keras_class") is None
+                  else f"argmax {entry['keras_class']} -> {entry['flatbuffer_class']}, ")
+        lines.append(f"  - image {entry['index']}: {argmax}max |error| {entry['max_abs_error']:.2g}: {where}")
+    if len(deployment.get("disagreements", [])) > 10:
+        lines.append(f"  - ... and {len(deployment['disagreements']) - 10} more in `metrics.json`")
+    return lines
 
 
 def _recipe_lines(config: dict, metrics: dict) -> list:

@@ -5,7 +5,10 @@
 runtime, and refuses, naming the layers, when LCE would leave a binary layer
 in float. `verify` runs the flatbuffer in LCE's interpreter next to the Keras
 model and reports the operator census, the binary layers that did not become
-`LceBconv2d`, the output errors, argmax agreement and the sizes.
+`LceBconv2d`, the output errors, argmax agreement and the sizes, and tells
+each disagreeing image as a sign tie (a pre-sign activation within float32
+rounding of zero, which LCE's fused arithmetic may binarize the other way)
+or as unexplained (`ties`; `VerificationReport.verified`).
 
 LCE converts TensorFlow graphs, so `convert` runs where Keras runs on
 TensorFlow. A model trained on JAX or PyTorch is saved as `.keras` and
@@ -20,7 +23,8 @@ not fast. Its optimized kernels are for 64-bit ARM.
 The package's modules, from the bottom up: `checks` (what `convert` refuses,
 and why), `operators` (what a flatbuffer executes: `census`,
 `float_binary_layers`), `rewrites` (what the export changes so that LCE 0.16
-converts right), `conversion` (`convert`), `verification` (`verify`) and
+converts right), `conversion` (`convert`), `ties` (what "equal" means for a
+binary network: `classify`, `Disagreement`), `verification` (`verify`) and
 `saved` (`convert_saved` and the TensorFlow process it starts, `python -m
 keras_recu.deploy JOB`).
 
@@ -34,24 +38,34 @@ Example:
 >>> report = verify(model, flatbuffer, np.random.default_rng(0).normal(size=(4, 8, 8, 4)))
 >>> report.census["LceBconv2d"], report.float_binary_layers, report.max_abs_error < 1e-4
 (1, [], True)
+>>> report.verified, report.agreeing + report.ties + report.unexplained
+(True, 4)
 """
 
 from keras_recu.deploy.checks import ConversionError
 from keras_recu.deploy.conversion import convert
 from keras_recu.deploy.operators import census, float_binary_layers
 from keras_recu.deploy.saved import SavedModelConversion, conversion_available, convert_saved
-from keras_recu.deploy.verification import VerificationReport, verify
+from keras_recu.deploy.ties import LOGIT_TOLERANCE, TIE_ULPS, Disagreement, classify, tie_threshold
+from keras_recu.deploy.verification import VerificationReport, confirm_tie, pre_sign_activations, verify
 from keras_recu.inspection import BinaryLayer, binary_layers
 
 __all__ = [
     "BinaryLayer",
     "ConversionError",
+    "Disagreement",
+    "LOGIT_TOLERANCE",
     "SavedModelConversion",
     "VerificationReport",
+    "TIE_ULPS",
     "binary_layers",
     "census",
+    "classify",
+    "confirm_tie",
     "conversion_available",
     "convert",
     "convert_saved",
+    "pre_sign_activations",
+    "tie_threshold",
     "verify",
 ]
