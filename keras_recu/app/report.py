@@ -149,7 +149,7 @@ def _verification_lines(deployment: dict) -> list:
         lines.append(
             f"  (an image disagrees when its argmax differs or an output is off by more than "
             f"{deployment.get('tolerance', 1e-3):g} of the largest; a sign tie is a pre-sign activation within "
-            f"{deployment.get('tie_ulps', 8):g} float32 ulps of 0, which LCE's fused arithmetic may binarize the "
+            f"{deployment.get('tie_ulps', 64):g} float32 ulps of 0, which LCE's fused arithmetic may binarize the "
             "other way: see `keras_recu.deploy.ties`)"
         )
     for entry in deployment.get("disagreements", [])[:10]:

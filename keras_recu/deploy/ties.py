@@ -24,17 +24,26 @@ What counts as "equal"
 What counts as a tie
     A disagreement is a *sign tie* when one of its pre-sign activations, at
     the input of a binary layer, lies within `tie_threshold` of zero:
-    `TIE_ULPS` (8) float32 ulps of that image's largest |activation| at that
-    layer, `8 * 2**-23 * max|a|` (~1e-6 relative). Why: the terms both
-    programs round are bounded by about the largest activation of the layer,
-    each rounding costs at most half an ulp of its term, and the two
-    computations round three to five times each (normalize, scale, shift,
-    add the shortcut); 8 ulps covers that with a margin while staying a
-    million times smaller than the activation scale, so that an image holds
-    such a value only rarely (a few percent of images at ResNet-20's ~10^5
-    activations per image). The tie reported is the first binary layer, in
-    the model's order, that holds one: a flip there changes everything after
-    it. Any other disagreement is *unexplained*, and fails a verification.
+    `TIE_ULPS` (64) float32 ulps of that image's largest |activation| at that
+    layer, `64 * 2**-23 * max|a|` (7.6e-6 for ResNet's hardtanh-clipped
+    activations, max|a| = 1). Why so many ulps: the two programs round the
+    terms they sum (the normalization's product and shift, the shortcut) three
+    to five times each, at half an ulp *of each term*, and those terms are
+    larger than the activation the sign sees: hardtanh clips it to [-1, 1],
+    while the integer convolution output times its scale can reach several
+    times that. The largest |activation| therefore understates the scale of
+    the rounding; 64 ulps (6 bits) leaves a margin over the measured case
+    (benchmarks/results/verify-ties-resnet20-fashion-mnist.json: a tie at 13
+    ulps of max|a|, whose flip in Keras reproduces the flatbuffer) while
+    staying 10^5 times below the activation scale. The tie reported is the
+    first binary layer, in the model's order, that holds one: a flip there
+    changes everything after it. Any other disagreement is *unexplained*, and
+    fails a verification.
+
+    `keras_recu.deploy.verify` also *confirms* each tie where it can: it
+    flips the near-zero signs in Keras, one and then several at a time, and
+    checks that Keras then gives the flatbuffer's output within the
+    tolerance (`Disagreement.confirmed`).
 
 The functions here work on numpy arrays alone; `keras_recu.deploy.verify`
 gathers the arrays (the Keras and flatbuffer outputs, and the pre-sign
@@ -53,7 +62,7 @@ outcome in its report.
 >>> [(d.index, d.kind, d.layer) for d in found]
 [(1, 'tie', 'conv1'), (2, 'unexplained', None)]
 >>> print(found[0])
-image 1: argmax 1 -> 0, max |error| 1.1: sign tie at conv1 (|a| = 2e-06 < 3.8e-06, 1 near-tie)
+image 1: argmax 1 -> 0, max |error| 1.1: sign tie at conv1 (|a| = 2e-06 < 3.1e-05, 1 near-tie)
 """
 
 from __future__ import annotations
@@ -77,7 +86,7 @@ __all__ = [
 #: The spacing of float32 numbers at 1 (2**-23): one ulp, relative.
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 #: A pre-sign activation within this many float32 ulps of its layer's largest |activation| is a tie.
-TIE_ULPS = 8
+TIE_ULPS = 64
 #: An image agrees when every output is within this share of the batch's largest |Keras output|.
 LOGIT_TOLERANCE = 1e-3
 
@@ -89,8 +98,8 @@ PreSign = Union[Mapping[str, np.ndarray], Callable[[np.ndarray], Optional[Mappin
 def tie_threshold(activations: np.ndarray, ulps: float = TIE_ULPS) -> float:
     """How close to 0 an activation of this set may lie and still be a tie: `ulps` float32 ulps of max |a|.
 
-    >>> tie_threshold(np.array([4.0, -2.0, 1e-7]))  # 8 * 2**-23 * 4
-    3.814697265625e-06
+    >>> tie_threshold(np.array([4.0, -2.0, 1e-7]))  # 64 * 2**-23 * 4
+    3.0517578125e-05
     >>> tie_threshold(np.zeros(3))
     0.0
     """
@@ -223,7 +232,7 @@ def summarize(samples: int, argmax_agreeing: Optional[int], found: Sequence[Disa
               tolerance: float = LOGIT_TOLERANCE) -> str:
     """One sentence: the argmax agreement and what the disagreements were.
 
-    >>> tie = Disagreement(3, "tie", 0.33, 4, 6, "stage2_block1_conv2", 8.0e-7, 3.1e-6, 1)
+    >>> tie = Disagreement(3, "tie", 0.33, 4, 6, "stage2_block1_conv2", 8.0e-7, 7.6e-6, 1)
     >>> summarize(64, 63, [tie])
     'argmax agreement 63/64; 1 disagreement, a sign tie at stage2_block1_conv2 (|a| = 8e-07)'
     >>> summarize(64, 64, [])
