@@ -292,6 +292,8 @@ def test_multiworker_two_processes_train_one_run_and_the_chief_writes_it(tmp_pat
     assert "LOGICAL_CPUS 2" in one.stdout
     # The same history to the last digit (history.csv writes exact floats), and the same weights.
     assert (mirrored / "history.csv").read_text() == (run / "history.csv").read_text()
+    import keras_recu.layers  # noqa: F401  (registers the binary layers for load_model)
+
     weights = [keras.models.load_model(path / "model.keras").get_weights() for path in (run, mirrored)]
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 

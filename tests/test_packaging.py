@@ -26,7 +26,6 @@ DISTRIBUTION = {"PIL": "pillow", "tensorflow_datasets": "tensorflow-datasets",
 CARRIED = {
     "absl": ("tensorflow", "absl-py"),  # absl.testing, tests/test_conformance.py (tf_only)
     "terminaltables": ("larq", "terminaltables"),  # tests/test_profile.py, larq's own table (tf_only)
-    "packaging": ("pytest", "packaging"),  # this file
 }
 
 

@@ -414,8 +414,6 @@ def test_cli_user_errors_as_a_user_sees_them(tmp_path, untrained_checkpoint):
     for run in "abc":
         assert not (tmp_path / run / "model.keras").exists()
 
-    # What the message says to do works.
-    done = cli(["import-torch", str(untrained_checkpoint), *common, "--tau", "0.85", "--out", str(tmp_path / "c")],
-               label="import-torch untrained --tau")
-    assert done.returncode == 0, done.stderr[-3000:]
+    # What the message says to do works (in this process: a successful import-torch is tested as a subprocess above).
+    assert _cli_status(["import-torch", str(untrained_checkpoint), *common, "--tau", "0.85", "--out", str(tmp_path / "c")]) == 0
     assert json.loads((tmp_path / "c" / "import.json").read_text())["tau"] == [0.85]
