@@ -91,6 +91,28 @@ def authors_stepper(batch: int, seed: int) -> Tuple[Callable[[], float], Dict[st
                   "cudnn_benchmark": True}
 
 
+def engine_facts(engine: str, own: Dict[str, Any], environment: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
+    """What a worker reports: the process's environment, then what the engine itself found.
+
+    The engine's own facts win: the authors' model runs on the device torch
+    chose (`own["device"]`), whatever the Keras backend of the environment
+    would describe. (A record of 2026-11-28 was written the other way round
+    and labels the authors' GPU run "cpu"; see BENCHMARKS.md.) A Keras engine's
+    device is asked of its own backend; `framework` names what ran the step.
+    """
+    backend = engine.split("-")[1] if engine.startswith("keras-") else None
+    facts = {**environment, **own, "engine": engine, **extra}
+    facts["framework"] = f"keras/{backend}" if backend else "torch"
+    if backend:
+        facts["keras_backend"] = backend
+        if "device" not in own:
+            facts["device"] = harness.device_description(backend)
+    else:
+        facts.pop("keras_backend", None)  # the authors' model does not run on Keras
+    facts["tensorflow_imported"] = harness.tensorflow_imported()
+    return facts
+
+
 def serve(engine: str, batch: int, seed: int, warmup: int) -> None:
     """The worker's main loop (see the module docstring)."""
     backend = engine.split("-")[1] if engine.startswith("keras-") else None
@@ -105,10 +127,7 @@ def serve(engine: str, batch: int, seed: int, warmup: int) -> None:
     facts["first_step_s"] = round(time.perf_counter() - start, 2)
     for _ in range(warmup):
         loss = step()
-    facts.update(harness.environment(), engine=engine, batch=batch, loss_after_warmup=loss)
-    if backend:
-        facts["device"] = harness.device_description(backend)
-    facts["tensorflow_imported"] = harness.tensorflow_imported()
+    facts = engine_facts(engine, facts, harness.environment(), batch=batch, loss_after_warmup=loss)
     print("@@READY " + json.dumps(facts), flush=True)
     for line in sys.stdin:
         command = line.split()

@@ -24,20 +24,16 @@ LearnableBias `bias` (1,C,1,1)    `LearnableBias.bias` (C,)
 PReLU `weight` (C,)              `PReLU.alpha` (1, 1, C)
 ==============================  ==========================================
 
-Names: the ImageNet builders name their layers after the authors' module
-paths with "." replaced by "_" (`layer1.0.conv1` -> `layer1_0_conv1`), so a
-layer's PyTorch name is its Keras name with "_" -> ".". The CIFAR ResNets
-have names of their own (`stem_conv`, `stage1_block1_conv1`, `head_dense`),
-mapped explicitly; VGG-small's are the authors' already (`conv0`, `bn0`, `fc`).
+Names: the ImageNet builders' layer names are the authors' module paths with
+"." -> "_" (`layer1.0.conv1` -> `layer1_0_conv1`); the CIFAR ResNets' own names
+(`stem_conv`, `stage1_block1_conv1`) are mapped explicitly; VGG-small's are theirs.
 
 Every key is accounted for: a key that no layer takes, a weight that no key
 gives, a shape that does not fit or a non-finite value fails the whole load
 with `TorchImportError`, listing them, before any variable is changed.
 
-The builders are called with `padding="torch"`: the authors' 3x3 convs pad
-one pixel on every side, which on a stride-2 conv of an even size is not
-Keras' "same" (see `keras_recu.layers`), and only the PyTorch padding gives
-the same outputs as their model.
+The builders are called with `padding="torch"`: on a stride-2 conv of an
+even size the authors' padding is not Keras' "same" (see `keras_recu.layers`).
 """
 
 from __future__ import annotations
@@ -55,6 +51,7 @@ from keras_recu.layers import LearnableBias
 
 __all__ = [
     "TorchImportError",
+    "UntrainedTauError",
     "guess_model_name",
     "import_torch_checkpoint",
     "keras_model_for",
@@ -77,6 +74,17 @@ _LISTED = 12
 
 class TorchImportError(ValueError):
     """A checkpoint does not fit the Keras model; the message lists what is wrong and what to do."""
+
+
+class UntrainedTauError(TorchImportError):
+    """All else fits, but the checkpoint's `tau` buffers (`keys`) hold 1, an untrained model's value."""
+    def __init__(self, keys: Sequence[str]):
+        self.keys = list(keys)
+        super().__init__(
+            f"{len(self.keys)} tau buffers ({self.keys[0]} first) hold 1, the value the authors' constructor "
+            "leaves in an untrained model, and ReCU needs tau in (0.5, 1): pass tau= (0.85 to train it from "
+            "the start, or the tau it was trained to)."
+        )
 
 
 # --------------------------------------------------------------------------- names
@@ -182,6 +190,7 @@ class _Plan:
         self.missing: List[str] = []
         self.mismatched: List[str] = []
         self.non_finite: List[str] = []
+        self.untrained: List[str] = []  # tau buffers holding 1
 
     def take(self, key: str) -> Optional[np.ndarray]:
         if key not in self.state_dict:
@@ -326,31 +335,28 @@ def _plan_tau(plan: _Plan, holder: HasTau, key: str, tau: Optional[float]) -> No
         plan.mismatched.append(f"{key} {tuple(value.shape)} (a scalar tau)")
         return
     found = float(value.reshape(-1)[0])
-    if not 0.5 < found < 1.0:
-        plan.mismatched.append(
-            f"{key} = {found:g} (ReCU needs tau in (0.5, 1); 1 is an untrained model's buffer: "
-            "pass tau= to set one, which only matters for training on)"
-        )
-        return
-    plan.taus.append((key, holder, found))
+    if found == 1.0:
+        plan.untrained.append(key)
+    elif not 0.5 < found < 1.0:
+        plan.mismatched.append(f"{key} = {found:g} (ReCU needs tau in (0.5, 1); pass tau= to set one)")
+    else:
+        plan.taus.append((key, holder, found))
 
 
 def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, Any], *, tau: Optional[float] = None) -> None:
     """Load a PyTorch `state_dict` of the authors' model into `model`, a `keras_recu.models` builder's.
 
     Args:
-        model: a model of `keras_recu.models` (the layer names say where each
-            key goes; see the module docstring).
-        state_dict: key -> numpy array or torch tensor; the bare state_dict,
-            or a checkpoint dict holding it under "state_dict". Keys may carry
-            the "module." prefix of `nn.DataParallel`.
-        tau: set every ReCU kernel quantizer's tau to this value instead of
-            the checkpoint's `tau` buffers (which then need not be valid).
+        model: a model of `keras_recu.models` (its layer names say where each key goes).
+        state_dict: key -> numpy array or torch tensor; the bare state_dict, or a
+            checkpoint dict holding it under "state_dict"; "module." prefixes or not.
+        tau: every ReCU kernel quantizer's tau, instead of the checkpoint's `tau`
+            buffers (which then need not be valid).
 
     Raises:
-        TorchImportError: some key has no layer, some weight no key, or a
-            shape or value does not fit; the message lists them all. The
-            model is left unchanged.
+        TorchImportError: some key has no layer, some weight no key, or a shape or
+            value does not fit; the message lists them all; the model is unchanged.
+            `UntrainedTauError` when the only problem is tau buffers at 1.
 
     Example (a one-conv model with the authors' names):
 
@@ -394,6 +400,10 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, Any], *, 
         problems.append(f"shapes or values that do not fit: {_listed(plan.mismatched)}")
     if plan.non_finite:
         problems.append(f"NaN or infinite values in: {_listed(plan.non_finite)}")
+    if plan.untrained and not problems:
+        raise UntrainedTauError(plan.untrained)
+    if plan.untrained:
+        problems.append(f"{len(plan.untrained)} tau buffers at 1, an untrained model's ({plan.untrained[0]} first)")
     if problems:
         guess = guess_model_name(arrays)
         hint = (
@@ -438,6 +448,7 @@ def read_torch_checkpoint(path: os.PathLike) -> Tuple[Dict[str, np.ndarray], Dic
         raise TorchImportError(
             "reading a PyTorch checkpoint needs torch (the CPU build is enough): pip install torch"
         ) from None
+    _check_file_format(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -471,6 +482,20 @@ def read_torch_checkpoint(path: os.PathLike) -> Tuple[Dict[str, np.ndarray], Dic
     return {_strip_prefix(str(key)): _to_numpy(value) for key, value in tensors.items()}, info
 
 
+def _check_file_format(path: str) -> None:
+    """Refuse, naming the file, what is none of torch.save's formats: zip, pickle (before PyTorch 1.6), tar."""
+    with open(path, "rb") as file:
+        head = file.read(262)
+    if head.startswith((b"PK\x03\x04", b"\x80")) or head[257:262] == b"ustar":
+        return
+    text = head and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
+    what = "is empty" if not head else "is a text file" if text else f"starts with {head[:8]!r}"
+    raise TorchImportError(
+        f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (a pickle before PyTorch 1.6), and "
+        f"this file {what}. Pass the .pth/.pth.tar file that torch.save wrote."
+    )
+
+
 def _load_failure(error: Exception) -> str:
     """torch.load's reason in a few words: the object a weights-only load refused, or its first line."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch bolds part of its message
@@ -482,11 +507,9 @@ def _load_failure(error: Exception) -> str:
 
 
 def _numpy_scalar_globals() -> list:
-    """What unpickling numpy scalars needs (an "epoch" or "best_prec1" saved as np.float64).
+    """What unpickling numpy scalars ("epoch" as np.int64) needs: a number from bytes and dtype, no more.
 
-    They rebuild a number from its bytes and dtype, nothing else, so a
-    weights-only load may allow them. Pickles name the scalar constructor
-    after the numpy that wrote them: numpy.core (1.x) or numpy._core (2.x).
+    Pickles name the constructor after the numpy that wrote them: numpy.core (1.x), numpy._core (2.x).
     """
     scalar = np.array(0.0)[()].__reduce__()[0]  # the constructor pickle uses for numpy scalars
     dtypes = {type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool")}
@@ -494,28 +517,18 @@ def _numpy_scalar_globals() -> list:
     return [*names, np.dtype, *dtypes]
 
 
-def _stem_key(model_name: str) -> str:
-    return {"vgg_small_1w1a": "conv0.weight", "imagenet_resnet18_two_stage": "conv.weight"}.get(model_name, "conv1.weight")
-
-
-def _head_key(model_name: str) -> str:
-    return "linear.weight" if model_name in _CIFAR_RESNETS else "fc.weight"
-
-
 def _builder_arguments(model_name: str, state_dict: Mapping[str, np.ndarray], input_shape) -> Dict[str, Any]:
     """input_shape and num_classes of the Keras model the state_dict needs."""
-    stem = state_dict.get(_stem_key(model_name))
-    head = state_dict.get(_head_key(model_name))
+    stem_key = {"vgg_small_1w1a": "conv0.weight", "imagenet_resnet18_two_stage": "conv.weight"}.get(model_name, "conv1.weight")
+    head_key = "linear.weight" if model_name in _CIFAR_RESNETS else "fc.weight"
+    stem, head = state_dict.get(stem_key), state_dict.get(head_key)
     if stem is None or stem.ndim != 4 or head is None or head.ndim != 2:
         guess = guess_model_name(state_dict)
         hint = (
             f"it looks like a checkpoint of {guess}: pass that model" if guess else
             "its keys match none of the authors' models (" + ", ".join(sorted(models.MODELS)) + ")"
         )
-        raise TorchImportError(
-            f"the checkpoint has no {_stem_key(model_name)} and {_head_key(model_name)}, which {model_name} "
-            f"needs: {hint}."
-        )
+        raise TorchImportError(f"the checkpoint has no {stem_key} and {head_key}, which {model_name} needs: {hint}.")
     channels = int(stem.shape[1])
     if input_shape is None:
         size = _IMAGENET_INPUT if model_name.startswith("imagenet_") else _CIFAR_INPUT
@@ -563,18 +576,14 @@ def import_torch_checkpoint(
         path: the authors' checkpoint (`.pth` / `.pth.tar`), see
             `read_torch_checkpoint`.
         model_name: the builder (a key of `keras_recu.models.MODELS`) the
-            checkpoint was trained as: resnet20_1w1a, resnet18_1w1a and
-            vgg_small_1w1a for the authors' CIFAR models,
-            imagenet_resnet18_1w1a, imagenet_resnet34_1w1a,
-            imagenet_resnet18_two_stage for their ImageNet ones.
+            checkpoint was trained as (`guess_model_name` reads it from the keys).
         input_shape: (height, width) or (height, width, channels) of the
             Keras model; by default 32x32 (CIFAR) or 224x224 (ImageNet), with
             the checkpoint's input channels. The number of classes is the
             checkpoint's.
         tau: every binary conv's tau, instead of the checkpoint's buffers.
-        padding: "torch" (the authors' padding; the outputs equal theirs) or
-            "same" (Keras' padding, which shifts the sampling grid of the
-            stride-2 binary convs by a pixel: other outputs).
+        padding: "torch" (the authors'; their outputs) or "same" (Keras':
+            the stride-2 binary convs' grid shifts by a pixel: other outputs).
         **builder_kwargs: further arguments of the builder (e.g.
             `binary_weights=False` for a stage-1 two-stage checkpoint).
 

@@ -51,6 +51,29 @@ def test_trainable_parameters_match_the_authors_model(keras_models, name):
     assert _trainable_count(keras_models[name]) == torch_models.trainable_parameter_count(net)
 
 
+#: The trainable counts at 224x224x3 and 1000 classes that README's ImageNet table states. For the
+#: vanilla models: torchvision's documented resnet18 / resnet34 counts (11,689,512 / 21,797,672;
+#: the 1w1a models have the same convs, BatchNorms and fc), plus one alpha per output channel of
+#: each binary conv (3,840 / 7,552) and the head's BatchNorm1d of 512 (1,024).
+PUBLISHED = {
+    "imagenet_resnet18_1w1a": 11_694_376,
+    "imagenet_resnet34_1w1a": 21_806_248,
+    "imagenet_resnet18_two_stage": 11_708_264,
+}
+
+
+def test_the_published_counts_are_torchvisions_plus_alpha_and_the_head_norm():
+    assert PUBLISHED["imagenet_resnet18_1w1a"] == 11_689_512 + 2 * 2 * (64 + 128 + 256 + 512) + 2 * 512
+    assert PUBLISHED["imagenet_resnet34_1w1a"] == 21_797_672 + 2 * (3 * 64 + 4 * 128 + 6 * 256 + 3 * 512) + 2 * 512
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trainable_parameters_equal_the_published_counts(keras_models, name):
+    model = keras_models[name]
+    assert tuple(model.inputs[0].shape[1:]) == (224, 224, 3) and model.outputs[0].shape[-1] == 1000
+    assert _trainable_count(model) == PUBLISHED[name]
+
+
 def test_stage_one_has_the_trainable_parameters_of_stage_two():
     stage1 = models.imagenet_resnet18_two_stage(binary_weights=False)
     net = torch_models.imagenet_resnet18_two_stage()

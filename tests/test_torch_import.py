@@ -21,6 +21,7 @@ from keras_recu import models
 from keras_recu.layers import ReCUConv2D
 from keras_recu.torch_import import (
     TorchImportError,
+    UntrainedTauError,
     guess_model_name,
     import_torch_checkpoint,
     keras_model_for,
@@ -216,8 +217,13 @@ def test_a_checkpoint_of_another_model_names_the_model_it_looks_like():
 def test_an_untrained_tau_needs_an_explicit_one():
     net = torch_models.resnet20_1w1a()  # tau buffers at 1.0, as the authors' constructor leaves them
     model = models.resnet20_1w1a(input_shape=(8, 8, 3), padding="torch")
-    with pytest.raises(TorchImportError, match=r"layer1\.0\.conv1\.tau = 1 \(ReCU needs tau in \(0\.5, 1\)"):
+    with pytest.raises(UntrainedTauError, match=r"^18 tau buffers \(layer1\.0\.conv1\.tau first\) hold 1") as raised:
         load_torch_state_dict(model, net.state_dict())
+    assert len(str(raised.value)) < 300 and raised.value.keys[0] == "layer1.0.conv1.tau"
+    state = {**net.state_dict(), "layer1.0.conv2.tau": torch.tensor([0.3])}  # a tau that is wrong, not untrained
+    with pytest.raises(TorchImportError, match=r"layer1\.0\.conv2\.tau = 0\.3 .*; 17 tau buffers at 1") as raised:
+        load_torch_state_dict(model, state)
+    assert not isinstance(raised.value, UntrainedTauError)
 
     load_torch_state_dict(model, net.state_dict(), tau=0.9)
 
@@ -235,10 +241,17 @@ def test_reading_a_file_that_is_not_a_checkpoint_fails_in_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         read_torch_checkpoint(tmp_path / "missing.pth")
     path = tmp_path / "notes.pth"
-    path.write_text("not a checkpoint")
-    with pytest.raises(TorchImportError, match="cannot read .* as a PyTorch checkpoint") as raised:
+    path.write_text("not a checkpoint\n")
+    with pytest.raises(TorchImportError, match=r"notes\.pth is not a PyTorch checkpoint: .* this file is a text file") as raised:
         read_torch_checkpoint(path)
     assert "\n" not in str(raised.value)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(TorchImportError, match=r"empty\.pth is not a PyTorch checkpoint: .* this file is empty"):
+        read_torch_checkpoint(tmp_path / "empty.pth")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "whole.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:200])  # a zip cut short
+    with pytest.raises(TorchImportError, match=r"cannot read .*cut\.pth as a PyTorch checkpoint"):
+        read_torch_checkpoint(tmp_path / "cut.pth")
     torch.save({"state_dict": {"w": torch.zeros(2)}, "extra": np.zeros(3)}, tmp_path / "array.pth")
     with pytest.raises(TorchImportError, match=r"it pickles numpy\.\S+, which a weights-only load does not run"):
         read_torch_checkpoint(tmp_path / "array.pth")
@@ -341,3 +354,66 @@ def test_the_importer_imports_torch_and_tensorflow_only_to_read_a_file():
 
     at_import = [name for _, name in _module_level_imports("torch_import")]
     assert not [name for name in at_import if _is_under(name, (*TF_BOUND, "torch"))]
+
+
+# --------------------------------------------------------------------------- what a user mistyping sees
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("untrained") / "untrained.pth"
+    torch_models.save_checkpoint(torch_models.resnet20_1w1a(), path, "raw")  # tau buffers at 1.0
+    return path
+
+
+def _one_error_line(result):
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = no_traceback(result)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("tau", ["nan", "1", "0.5", "abc"])
+def test_cli_refuses_a_bad_tau_naming_the_flag_before_reading_anything(tmp_path, capsys, resnet20_checkpoint, tau):
+    # In this process: argparse's one line, from the --tau type (the subprocess test below runs one of them).
+    status = _cli_status(["import-torch", str(resnet20_checkpoint), "--model", "resnet20_1w1a", "--tau", tau,
+                          "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"argument --tau: expected a number in the open interval (0.5, 1), e.g. 0.85, got '{tau}'" in err
+    assert "input shape" not in err and not (tmp_path / "run").exists()
+
+
+def test_import_run_refuses_a_bad_tau_before_the_input_shape():
+    from keras_recu.app.import_torch import ImportRunError, import_run
+
+    with pytest.raises(ImportRunError, match=r"^--tau must be a number in the open interval \(0\.5, 1\)"):
+        import_run("missing.pth", "resnet20_1w1a", "unused", tau=float("nan"))
+
+
+def test_cli_user_errors_as_a_user_sees_them(tmp_path, untrained_checkpoint):
+    """Three mistakes, each a fresh `keras-recu import-torch`: one line naming the file or flag, exit 2."""
+    common = ["--model", "resnet20_1w1a", "--input-shape", "8,8"]
+    line = _one_error_line(cli(["import-torch", str(untrained_checkpoint), *common, "--tau", "nan",
+                                "--out", str(tmp_path / "a")], label="import-torch --tau nan"))
+    assert "argument --tau: expected a number in the open interval (0.5, 1)" in line and "'nan'" in line, line
+    assert "input shape" not in line
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not weights\n")
+    line = _one_error_line(cli(["import-torch", str(notes), *common, "--out", str(tmp_path / "b")],
+                               label="import-torch text file"))
+    assert f"{notes} is not a PyTorch checkpoint" in line and "is a text file" in line, line
+    assert "(101)" not in line
+
+    line = _one_error_line(cli(["import-torch", str(untrained_checkpoint), *common, "--out", str(tmp_path / "c")],
+                               label="import-torch untrained"))
+    assert line.startswith(f"keras-recu import-torch: {untrained_checkpoint} is an untrained model's"), line
+    assert "its 18 tau buffers (layer1.0.conv1.tau first) hold 1" in line and "Pass --tau 0.85" in line, line
+    assert len(line) < 300 and line.count("tau buffers") == 1, line
+    for run in "abc":
+        assert not (tmp_path / run / "model.keras").exists()
+
+    # What the message says to do works (in this process: a successful import-torch is tested as a subprocess above).
+    assert _cli_status(["import-torch", str(untrained_checkpoint), *common, "--tau", "0.85", "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "import.json").read_text())["tau"] == [0.85]

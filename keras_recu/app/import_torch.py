@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -56,6 +57,17 @@ def input_shape(text: str) -> tuple:
     return values
 
 
+def tau_value(text: str) -> float:
+    """argparse type of --tau: a number in the open interval (0.5, 1), ReCU's range."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.5 < value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number in the open interval (0.5, 1), e.g. 0.85, got {text!r}")
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `import-torch` command to `subparsers` (of `keras-recu`); its handler is `run`."""
     parser = subparsers.add_parser(
@@ -77,7 +89,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "ones; channels from the checkpoint)",
     )
     parser.add_argument(
-        "--tau", type=float, default=None,
+        "--tau", type=tau_value, default=None,
         help="tau of every binary conv, instead of the checkpoint's (needed only for an untrained one, "
         "whose tau is 1)",
     )
@@ -122,6 +134,8 @@ def import_run(
 
     if model_name not in models.MODELS:
         raise ImportRunError(f"unknown --model {model_name!r}; choose one of: {', '.join(sorted(models.MODELS))}.")
+    if tau is not None and not (isinstance(tau, (int, float)) and 0.5 < tau < 1.0):
+        raise ImportRunError(f"--tau must be a number in the open interval (0.5, 1), e.g. 0.85, got {tau!r}.")
     checkpoint, out = Path(checkpoint), Path(out)
     _check_out(out)
     if not checkpoint.is_file():
@@ -157,10 +171,18 @@ def import_run(
 
 def run(args) -> int:
     """Handler of `keras-recu import-torch`: 0 done, 2 with one line on stderr when the import cannot run."""
-    from keras_recu.torch_import import TorchImportError
+    from keras_recu.torch_import import TorchImportError, UntrainedTauError
 
     try:
         info = import_run(args.checkpoint, args.model, args.out, input_shape=args.input_shape, tau=args.tau)
+    except UntrainedTauError as error:
+        print(
+            f"keras-recu {COMMAND}: {args.checkpoint} is an untrained model's: its {len(error.keys)} tau buffers "
+            f"({error.keys[0]} first) hold 1, outside ReCU's (0.5, 1). Pass --tau 0.85 to import it anyway "
+            "(tau only matters for training on).",
+            file=sys.stderr,
+        )
+        return 2
     except (ImportRunError, TorchImportError, OSError) as error:
         print(f"keras-recu {COMMAND}: {error}", file=sys.stderr)
         return 2
