@@ -36,17 +36,24 @@ Above it, each needing TensorFlow (or torch, for reading checkpoints):
 * `keras_recu.app`: data pipelines, the training job, its report, the CLI.
 
 Importing any `keras_recu` module registers every serializable object of the
-core with Keras, so a saved model loads in a fresh process after any
-`import keras_recu...`. The TensorFlow-bound modules load on first use.
-Before that, where the larq extra is installed, the package makes TensorFlow's
-`tf.keras` tf-keras (`keras_recu._compat.legacy_keras`, the one owner of
-`TF_USE_LEGACY_KERAS`).
+core with Keras (`keras_recu.registration`), so a saved model loads in a fresh
+process after any `import keras_recu...`. The TensorFlow-bound modules load on
+first use. Before that, where the larq extra is installed, the package makes
+TensorFlow's `tf.keras` tf-keras (`keras_recu._compat.legacy_keras`, the one
+owner of `TF_USE_LEGACY_KERAS`).
+
+The `keras-recu` command (its console script, or `python -m
+keras_recu.app.cli`) defers the registration: its `--help` and its flag
+errors load neither Keras nor TensorFlow, and each command loads them itself
+with TensorFlow's start-up log kept off the terminal
+(`keras_recu.app.quiet_imports`), then registers the core.
 """
 
 import importlib
 import os
 import sys
 
+from keras_recu import registration
 from keras_recu._compat import legacy_keras
 
 __version__ = "0.1.0"
@@ -57,20 +64,27 @@ _SUBMODULES = (*_CORE, "app", "deploy", "larq", "torch_import")
 
 __all__ = [*_SUBMODULES, "summary", "__version__"]
 
+#: How the `keras-recu` command is started: its console script, or this module run with -m.
+_COMMAND = "keras-recu"
+_COMMAND_MODULE = "keras_recu.app.cli"
+
+
+def _started_as_the_command() -> bool:
+    """Whether this process is the `keras-recu` command, which registers the core itself, after parsing its flags."""
+    if os.path.splitext(os.path.basename((getattr(sys, "argv", None) or [""])[0]))[0] == _COMMAND:
+        return True
+    # `python -m keras_recu.app.cli`: while Python imports this package to find
+    # the module, sys.argv[0] is "-m"; the original command line says which.
+    argv = list(getattr(sys, "orig_argv", ()))
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == _COMMAND_MODULE
+
 
 # Registering the core below imports Keras 3, which on the TensorFlow backend
 # imports TensorFlow: first, where the larq extra is installed, make its
 # tf.keras tf-keras, or `import keras_recu.larq` could never work.
 legacy_keras.prefer_tf_keras()
-if os.path.basename(sys.argv[0] or "") == "keras-recu":
-    # The command's own messages are one line each; TensorFlow's start-up INFO
-    # lines, printed when Keras imports it (before keras_recu.app.cli runs),
-    # would bury them. A library import leaves the user's logging alone.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-for _name in ("quantizers", "constraints", "layers", "models", "optimizers", "losses"):
-    # These define every serializable object of the core.
-    importlib.import_module(f"keras_recu.{_name}")
-del _name
+if not _started_as_the_command():
+    registration.register_core()
 
 
 def __getattr__(name):

@@ -42,14 +42,17 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_recu import vocabulary
+
 #: Epsilon added to the variance before the square root, as in the reference.
 EPSILON = 1e-5
 #: Laplace scale b of the standardized weights; their std is b * sqrt(2).
 LAPLACE_SCALE = 2.0
-#: The reference's tau schedule runs from TAU_MIN to TAU_MAX; TAU_MIN is
-#: also the default tau of every quantizer, constraint and layer.
-TAU_MIN = 0.85
-TAU_MAX = 0.99
+# The reference's tau schedule runs from TAU_MIN to TAU_MAX; TAU_MIN is also
+# the default tau of every quantizer, constraint and layer (defined in
+# keras_recu.vocabulary, which the command line reads without Keras).
+TAU_MIN = vocabulary.TAU_MIN
+TAU_MAX = vocabulary.TAU_MAX
 
 # The math runs in float32 whatever the layer's compute dtype: the unbiased
 # variance of a float16 tensor overflows long before a layer is large.

@@ -11,4 +11,7 @@ directory's files and atomic writes), `config` (`TrainConfig`, validation,
 --resume), `build` (model, optimizer, schedule, data stream),
 `checkpointing` and `diagnostics_log` (the session's callbacks), `evaluate`
 (the end of a run, and `evaluate`), `train` (the session), `cli` on top.
+Beside them, light modules the command reads before Keras loads:
+`dataset_names` (what `--dataset` takes) and `quiet_imports` (TensorFlow's
+own log kept off the command's stderr).
 """

@@ -24,6 +24,11 @@ would leave a binary layer in float, --verify found an unexplained
 disagreement); 2 the command cannot run as given (a
 bad flag or value, a missing or damaged file, a run directory that does not
 allow it), with one line on stderr that says what to do; 130 interrupted.
+
+stderr holds the command's own lines: `--help` and flag errors load no
+Keras, and what TensorFlow prints by itself (start-up, XLA, the converter) is
+captured (`keras_recu.app.quiet_imports`), shown with `keras-recu -v COMMAND`
+or when TensorFlow fails to load.
 """
 
 from __future__ import annotations
@@ -39,10 +44,8 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from keras_recu.app import rundir
-from keras_recu.app.messages import first_line
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_recu.app import quiet_imports, rundir
+from keras_recu.app.messages import command_line, first_line
 
 __all__ = ["main"]
 
@@ -130,7 +133,7 @@ def _train_parser(commands) -> None:
     from keras_recu.app.config import TrainConfig
     from keras_recu.app.distribution import STRATEGIES
     from keras_recu.app.recipes import LR_SCHEDULES, OPTIMIZERS, RECIPES
-    from keras_recu.models import PADDINGS
+    from keras_recu.vocabulary import PADDINGS
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -255,8 +258,8 @@ def run_train(args) -> int:
         print(f"keras-recu train: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nkeras-recu train: interrupted; `keras-recu train --out {out} --resume` continues from the "
-              "last checkpoint.", file=sys.stderr)
+        print(f"\nkeras-recu train: interrupted; `{command_line('keras-recu', 'train', '--out', out, '--resume')}` "
+              "continues from the last checkpoint.", file=sys.stderr)
         return 130
     except _user_errors() as error:
         print(f"keras-recu train: {error}", file=sys.stderr)
@@ -268,7 +271,7 @@ def _report_train(out: Path, metrics: dict) -> int:
     if not metrics.get("complete"):
         epochs = metrics["config"]["epochs"]
         print(f"\nStopped after epoch {metrics['epochs_done']} of {epochs}; "
-              f"`keras-recu train --out {out} --resume` continues.")
+              f"`{command_line('keras-recu', 'train', '--out', out, '--resume')}` continues.")
         return 0
     if metrics.get("chief") is False:
         print("\nThis worker's part is done; the chief wrote the run directory.")
@@ -285,7 +288,7 @@ def _report_train(out: Path, metrics: dict) -> int:
                   else sys.stderr)
     else:
         print(deployment["note"], file=sys.stderr if deployment.get("failed") else sys.stdout)
-    print(f"Report: {out / 'report.md'} (plots and metrics.json beside it)")
+    print(f"Report: {command_line(out / 'report.md')} (plots and metrics.json beside it)")
     return 1 if deployment.get("failed") else 0
 
 
@@ -302,7 +305,8 @@ def _model_path(path: Path, command: str) -> Path:
         if checkpoint.exists():
             raise UsageError(
                 f"{path} holds a run that has not finished (no model.keras yet): finish it with "
-                f"`keras-recu train --out {path} --resume`, or {command} its last checkpoint, {checkpoint}."
+                f"`{command_line('keras-recu', 'train', '--out', path, '--resume')}`, or {command} its last "
+                f"checkpoint, {command_line(checkpoint)}."
             )
         raise UsageError(f"{path} is a directory without model.keras; pass a run directory or a .keras file.")
     if not path.exists():
@@ -417,7 +421,9 @@ def _convert_on_tensorflow(argv: Sequence[str]) -> int:
             "pip install 'keras-recu[tensorflow,deploy]', or convert on a machine that has them."
         )
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    return subprocess.run([sys.executable, "-m", "keras_recu.app.cli", *argv], env=env).returncode
+    # Its stderr is the user's: it keeps TensorFlow's own lines off it itself.
+    return subprocess.run([sys.executable, "-m", "keras_recu.app.cli", *argv], env=env,
+                          stderr=quiet_imports.user_stderr()).returncode
 
 
 def run_convert(args, argv: Sequence[str]) -> int:
@@ -472,15 +478,19 @@ def run_convert(args, argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from keras_recu.app.data import DATASETS
+def _parser():
+    """The command line, built from light modules only: `--help` and flag errors load neither Keras nor TensorFlow."""
+    from keras_recu.app import import_torch
+    from keras_recu.app.dataset_names import DATASETS
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _Parser(prog="keras-recu", description="ReCU binary neural networks: train, convert, verify.")
+    parser = _Parser(
+        prog="keras-recu", description="ReCU binary neural networks: train, convert, verify. What TensorFlow prints "
+        "by itself (its start-up log, XLA, the LCE converter) is kept off stderr unless --verbose is given.")
+    parser.add_argument("-v", "--verbose", action="store_true", dest="tf_log",
+                        help="also show what TensorFlow, XLA and the LCE converter print on stderr (give it before "
+                             "the command: keras-recu -v convert RUN); shown anyway when TensorFlow fails to load")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(commands)
-    from keras_recu.app import import_torch
-
     import_torch.add_parser(commands)
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run or a .keras file")
@@ -499,18 +509,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     convert.add_argument("--seed", type=non_negative_int, default=0)
     convert.add_argument("--io-type", choices=["float32", "int8"], default="float32")
     convert.add_argument("--allow-float", action="store_true", help="accept binary layers LCE leaves in float")
+    return parser, commands
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # Reported by the subcommand, whose --help lists its flags.
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
 
-    if args.command == "train":
-        return run_train(args)
-    if args.command == "convert":
-        return run_convert(args, argv)
-    if args.command == "evaluate":
-        return run_evaluate(args)
-    return args.handler(args)
+    # Keras, and with it TensorFlow, load here, once, with what they print at
+    # start-up captured (printed only if they fail); the command then runs with
+    # what native code writes on stderr captured, its own lines not.
+    if not args.tf_log:
+        quiet_imports.quiet_environment()
+    try:
+        with quiet_imports.captured(show=args.tf_log):
+            from keras_recu import registration
+
+            registration.register_core()
+    except ImportError as error:
+        print(f"keras-recu {args.command}: cannot load Keras and its backend ({first_line(error, 300)}); "
+              "check the installation, or choose another backend with KERAS_BACKEND.", file=sys.stderr)
+        return 2
+    with quiet_imports.captured(show=args.tf_log, python=False):
+        if args.command == "train":
+            return run_train(args)
+        if args.command == "convert":
+            return run_convert(args, argv)
+        if args.command == "evaluate":
+            return run_evaluate(args)
+        return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from keras_recu import ops as recu_ops
+from keras_recu import vocabulary
 from keras_recu.app import rundir
 from keras_recu.app.distribution import STRATEGIES, check_strategy_backend
 from keras_recu.app.errors import ConfigError, RunError
@@ -55,8 +55,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 5
-    tau_min: float = recu_ops.TAU_MIN
-    tau_max: float = recu_ops.TAU_MAX
+    tau_min: float = vocabulary.TAU_MIN
+    tau_max: float = vocabulary.TAU_MAX
     augment: bool = True
     data_dir: Optional[str] = None
     download: bool = True  # let tensorflow-datasets download a missing data set
@@ -165,6 +165,7 @@ class TrainConfig:
 
     def _validate(self) -> None:
         from keras_recu import models
+        from keras_recu import ops as recu_ops
         from keras_recu.app.data import DATASETS
 
         def number(name, allow_int=True):

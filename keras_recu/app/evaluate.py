@@ -25,7 +25,7 @@ from keras_recu.app.config import TrainConfig
 from keras_recu.app.diagnostics_log import diagnostics_metrics
 from keras_recu.app.distribution import backend
 from keras_recu.app.errors import RunError
-from keras_recu.app.messages import first_line
+from keras_recu.app.messages import command_line, first_line
 from keras_recu.app.rundir import RunFiles
 
 __all__ = ["deploy", "evaluate", "finish", "first_images", "run_test_images"]
@@ -63,7 +63,8 @@ def finish(config: TrainConfig, model, student, test, info, files: RunFiles, his
     if config.stage == 1:
         # Float kernels: nothing LCE could binarize. Stage 2 is the deployable model.
         note = (f"not converted: stage 1 trains float weights (binary activations only); stage 2 is the "
-                f"deployable model: keras-recu train --recipe two-stage --stage 2 --stage1 {out} --out RUN2")
+                f"deployable model: "
+                f"{command_line('keras-recu', 'train', '--recipe', 'two-stage', '--stage', '2', '--stage1', out)} --out RUN2")
         deployment, report_text = {"converted": False, "note": note}, note
     else:
         deployment, report_text = deploy(out, first_images(test, config.verify_samples))
@@ -134,7 +135,7 @@ def deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
 
     from keras_recu import deploy as lce
 
-    later = f"keras-recu convert {out} --verify"
+    later = command_line("keras-recu", "convert", out, "--verify")
     model_path = out / rundir.MODEL
     if not lce.conversion_available():
         note = (

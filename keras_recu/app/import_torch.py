@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from keras_recu.app import rundir
-from keras_recu.app.messages import first_line
+from keras_recu.app.messages import command_line, first_line
 
 __all__ = ["COMMAND", "ImportRunError", "add_parser", "import_run", "run"]
 
@@ -191,8 +191,8 @@ def run(args) -> int:
     print(
         f"Imported {args.checkpoint}{'' if epoch is None else f' (epoch {epoch})'} as {info['model']} "
         f"({shape} input, {info['num_classes']} classes) into {args.out / MODEL}.\n"
-        f"Evaluate: keras-recu evaluate {args.out} --dataset NAME\n"
-        f"Convert:  keras-recu convert {args.out} --verify"
+        f"Evaluate: {command_line('keras-recu', 'evaluate', args.out)} --dataset NAME\n"
+        f"Convert:  {command_line('keras-recu', 'convert', args.out, '--verify')}"
     )
     return 0
 

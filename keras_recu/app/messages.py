@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Optional
 
-__all__ = ["first_line"]
+__all__ = ["command_line", "first_line"]
+
+
+def command_line(*words) -> str:
+    """A command for the user to run next, each word quoted for a POSIX shell (paths with spaces).
+
+    >>> command_line("keras-recu", "convert", "runs/my run", "--verify")
+    "keras-recu convert 'runs/my run' --verify"
+    """
+    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def first_line(error: BaseException, limit: Optional[int] = None) -> str:

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from keras_recu.app.errors import RunError
-from keras_recu.app.messages import first_line
+from keras_recu.app.messages import command_line, first_line
 from keras_recu.app.rundir import MODEL
 
 __all__ = ["StageMismatch", "carry_stage1", "carry_weights", "stage1_model_path"]
@@ -37,7 +37,7 @@ def stage1_model_path(path: os.PathLike) -> Path:
         if not model.is_file():
             raise FileNotFoundError(
                 f"--stage1 {path}: the directory has no model.keras (a stage-1 run that has not finished?); "
-                f"finish it with `keras-recu train --out {path} --resume`, or pass a .keras file."
+                f"finish it with `{command_line('keras-recu', 'train', '--out', path, '--resume')}`, or pass a .keras file."
             )
         return model
     if not path.is_file():

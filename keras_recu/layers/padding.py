@@ -28,6 +28,7 @@ import keras
 from keras import ops
 
 from keras_recu import ops as recu_ops
+from keras_recu import vocabulary
 
 __all__ = [
     "PADDINGS",
@@ -42,9 +43,10 @@ __all__ = [
     "torch_read_padding",
 ]
 
-#: The builders' `padding` values: PyTorch's symmetric padding (the authors'
-#: models), or Keras' "same". The command line's `--padding` offers these.
-PADDINGS = ("torch", "same")
+# The builders' `padding` values: PyTorch's symmetric padding (the authors'
+# models), or Keras' "same"; defined in keras_recu.vocabulary, which the
+# command line's `--padding` reads without Keras.
+PADDINGS = vocabulary.PADDINGS
 
 
 def check_padding(padding) -> str:

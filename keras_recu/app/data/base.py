@@ -24,6 +24,8 @@ from typing import Optional, Union
 import keras
 import numpy as np
 
+from keras_recu.app.dataset_names import DATASETS, IMAGENET_DATASETS, TFDS_DATASETS
+
 __all__ = [
     "CorruptDataError",
     "DATASETS",
@@ -41,13 +43,8 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-DATASETS = (
-    "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped", "synthetic",
-    "imagenet2012", "imagenette", "image_folder",
-)
-TFDS_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped")
-# Streamed from JPEGs with the ReCU authors' ImageNet transforms (keras_recu.app.data.imagenet).
-IMAGENET_DATASETS = ("imagenet2012", "imagenette", "image_folder")
+# The names (DATASETS, TFDS_DATASETS, IMAGENET_DATASETS) are defined in
+# keras_recu.app.dataset_names, which `keras-recu --help` reads without Keras.
 
 TFDS_EXTRAS_HELP = (
     'pip install "keras-recu[tensorflow,train]" (TensorFlow and tensorflow-datasets)'
