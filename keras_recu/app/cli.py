@@ -265,9 +265,11 @@ def _exit_now(status: int) -> None:
     save: every file of the run is written atomically and the kernel lets
     the run's lock go, so the run stays resumable, as after a SIGKILL.
     """
+    from os import _exit  # Python's documented exit without cleanup (not another library's private name)
+
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    _exit(status)
 
 
 def run_train(args, own_process: bool = False) -> int:
