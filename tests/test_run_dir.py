@@ -1,14 +1,18 @@
 """The run directory's files: written all or nothing, and a run that --resume can always continue or refuse clearly."""
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from keras_recu.app.errors import RunError
-from keras_recu.app.rundir import RECORD, RunFiles, atomic_write
+from keras_recu.app import rundir
+from keras_recu.app.errors import RunError, RunInUse, WriteError
+from keras_recu.app.rundir import RECORD, ReadCheck, RunFiles, RunLock, atomic_write, holder
 from keras_recu.layers import ReCUConv2D
 from keras_recu.optimizers import L2SGD
 
@@ -27,9 +31,12 @@ def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path):
 
     def dies_halfway(temporary):
         temporary.write_text("ne")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")  # as a write() on a full disk: no file name
 
-    with pytest.raises(OSError, match="disk full"):
+    # The error names the file it could not write; still an OSError for those who catch one.
+    with pytest.raises(WriteError, match=rf"cannot write {path}: No space left on device \[Errno 28\]; its previous"):
+        atomic_write(path, dies_halfway)
+    with pytest.raises(OSError):
         atomic_write(path, dies_halfway)
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
@@ -89,3 +96,63 @@ def test_state_without_its_checkpoint_is_refused_and_an_empty_run_starts_at_epoc
     files.state.write_text(json.dumps({"epochs_done": 2}))
     with pytest.raises(RunError, match=r"records 2 finished epoch.*last\.keras is missing"):
         files.restore()
+
+
+def test_one_writer_holds_the_run_and_lets_go(tmp_path):
+    out = tmp_path / "run"
+    assert holder(out) is None  # no directory: nobody holds it, and nothing is created
+    assert not out.exists()
+    with RunLock(out) as lock:
+        assert (out / rundir.LOCK).read_text() == f"{os.getpid()}\n"
+        assert holder(out) == os.getpid()
+        # A lock is per open file: a second one conflicts, in this process as in another.
+        with pytest.raises(RunInUse, match=rf"{out} is in use: another keras-recu train \(pid {os.getpid()}\)") as error:
+            RunLock(out).acquire()
+        assert error.value.pid == os.getpid() and "\n" not in str(error.value)
+        assert lock.acquire() is lock  # taking one's own lock again is a no-op
+    assert holder(out) is None and (out / rundir.LOCK).read_text() == ""
+    with RunLock(out):  # free again
+        pass
+
+
+def test_a_dead_writers_pid_neither_blocks_nor_names_the_holder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / rundir.LOCK).write_text(dead.stdout)  # what a SIGKILLed writer leaves: its pid, no lock
+    assert holder(out) is None
+    with RunLock(out):
+        assert (out / rundir.LOCK).read_text() == f"{os.getpid()}\n"
+
+
+def test_out_that_is_a_file_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "a_file"
+    out.write_text("x")
+    with pytest.raises(RunError, match=rf"^--out {out} is a file; give a directory\.$"):
+        RunLock(out).acquire()
+    assert out.read_text() == "x"
+
+
+def test_a_reader_says_when_the_run_is_written_under_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.MODEL).write_bytes(b"one")
+    (run / rundir.CONFIG).write_text("{}")
+    assert ReadCheck(run).warning() is None
+    reading = ReadCheck(run / rundir.MODEL)
+    rundir.write_bytes(run / rundir.MODEL, b"one")  # same bytes, but replaced: another version
+    assert reading.warning().startswith(f"{run / rundir.MODEL} changed while it was read, so")
+    with RunLock(run):
+        warning = ReadCheck(run).warning()
+    assert warning.startswith(f"{run} is being trained by keras-recu train (pid {os.getpid()});")
+
+
+def test_the_checkpoint_names_the_model_it_was_saved_from(tmp_path):
+    files = RunFiles(tmp_path, tmp_path, model_name="resnet20_1w1a")
+    files.save(small_model(), 1, [{"epoch": 0, "loss": 1.0}])
+    assert files.checkpoint_model() == "resnet20_1w1a"
+    assert json.loads(files.state.read_text())["model"] == "resnet20_1w1a"
+    anonymous = RunFiles(tmp_path / "old", tmp_path / "old")
+    model = small_model()
+    anonymous.save(model, 1, [{"epoch": 0, "loss": 1.0}])  # no --model recorded: the name in Keras' config
+    assert anonymous.checkpoint_model() == model.name

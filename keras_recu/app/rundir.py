@@ -15,6 +15,8 @@
     report.md         all of it on one page, with the plots
     training.png, tau.png, weights.png, and with --diagnostics diagnostics.png
                       and diagnostics.jsonl (keras_recu.diagnostics per layer)
+    .lock             the run's one writer: locked by the train session that holds
+                      the run, with its pid inside while it does (`RunLock`)
 
 Crash safety
     Every file is written to a temporary file in its own directory, flushed
@@ -23,7 +25,22 @@ Crash safety
     is the run's truth: it carries its own record of the epochs done and of
     the history, so a missing or stale state.json (a kill between the two
     renames) or history.csv is rebuilt from it. A run killed before its first
-    checkpoint resumes from epoch 0 with its saved configuration.
+    checkpoint resumes from epoch 0 with its saved configuration. A write
+    that fails (a full disk, no permission) raises WriteError naming the file;
+    the previous version stays.
+
+One writer
+    A `train` session (new or --resume) holds an exclusive `fcntl.flock` on
+    RUN/.lock from before its first write to its end, and writes its pid into
+    the file. A second session on the same run is refused at once (RunInUse,
+    naming that pid). The kernel releases the lock with its holder, so a run
+    whose writer was killed (SIGKILL, power loss) resumes at once; the pid
+    its file still holds is then ignored. Readers (`evaluate`, `convert`)
+    take no lock: `holder` tells them a run is being written, `snapshot`
+    whether a file changed while they read it. flock locks are advisory,
+    per host: two machines writing one run over NFS are not stopped. On
+    Windows (no fcntl; the package targets Linux and macOS) no lock is
+    taken: `RunLock` only writes the pid, and two writers are not stopped.
 """
 
 from __future__ import annotations
@@ -33,12 +50,18 @@ import json
 import os
 import secrets
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from keras_recu.app.distribution import backend
-from keras_recu.app.errors import RunError
+from keras_recu.app.errors import RunError, RunInUse, WriteError
+
+try:
+    import fcntl
+except ImportError:  # Windows: see "One writer" above
+    fcntl = None
 
 __all__ = [
     "CHECKPOINT",
@@ -47,6 +70,7 @@ __all__ = [
     "DIAGNOSTICS",
     "HISTORY",
     "INITIAL_KERNELS",
+    "LOCK",
     "METRICS",
     "MODEL",
     "RECORD",
@@ -55,11 +79,16 @@ __all__ = [
     "STATE",
     "SUMMARY",
     "TFLITE",
+    "ReadCheck",
     "RunFiles",
+    "RunLock",
     "atomic_write",
     "check_writable",
     "history_columns",
     "history_csv",
+    "holder",
+    "run_directory_of",
+    "snapshot",
     "read_history_csv",
     "remove_temporaries",
     "write_bytes",
@@ -79,6 +108,7 @@ TFLITE = "model.tflite"
 METRICS = "metrics.json"
 SUMMARY = "summary.txt"
 DIAGNOSTICS = "diagnostics.jsonl"
+LOCK = ".lock"
 # The run's record inside the checkpoint archive (Keras ignores extra members).
 RECORD = "keras_recu_run.json"
 RECORD_FORMAT = 1
@@ -104,21 +134,37 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     directory, which is flushed to disk and renamed over `path`.
 
     A kill at any moment leaves the old file or the new one; a failing `write`
-    leaves the old one and no temporary file.
+    leaves the old one and no temporary file. An OSError of the write (a full
+    disk, no permission) is raised as WriteError, which names `path`: a write
+    or flush that fails says which device is full, not which file.
     """
     path = Path(path)
     # Not mkstemp: its files are private (0600); these follow the umask like any other.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TEMPORARY_MARK}{path.suffix}")
-    open(temporary, "xb").close()
     try:
-        write(temporary)
-        with open(temporary, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+        open(temporary, "xb").close()
+        try:
+            write(temporary)
+            with open(temporary, "rb+") as file:
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_directory(path.parent)
+    except WriteError:
         raise
-    _fsync_directory(path.parent)
+    except OSError as error:
+        raise _write_error(path, error) from None
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    reason = error.strerror or str(error) or type(error).__name__
+    code = f" [Errno {error.errno}]" if error.errno else ""
+    return WriteError(
+        f"cannot write {path}: {reason}{code}; its previous version, if any, is kept. Free space on that disk or "
+        "make it writable, then run the command again (a training run continues with --resume)."
+    )
 
 
 def write_text(path: Path, text: str) -> None:
@@ -143,7 +189,10 @@ def remove_temporaries(directory: Path) -> None:
 
 
 def check_writable(out: Path) -> None:
-    """Create `out` if needed; RunError, naming it, when this process cannot write there."""
+    """Create `out` if needed; RunError, naming it, when it is a file or this process cannot write there."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a directory.")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -152,6 +201,182 @@ def check_writable(out: Path) -> None:
         raise RunError(
             f"cannot write the run directory {out}: {error.strerror or error}. Choose a writable --out."
         ) from None
+
+
+# --------------------------------------------------------------------------- one writer
+
+
+class RunLock:
+    """The lock of a run directory's one writer: `fcntl.flock` on RUN/.lock (see "One writer" above).
+
+    `acquire()` creates the directory if needed, takes the lock without
+    waiting and writes this process's pid into the file; RunInUse, naming
+    the holder's pid, when another process holds it. `release()` (or the end
+    of a `with` block) empties the file and lets go; a killed holder's lock
+    is released by the kernel. Locks are per open file: a second RunLock on
+    the same run conflicts even within one process.
+    """
+
+    #: How long `acquire` retries when the lock is taken but names no living process:
+    #: its holder has locked but not yet written its pid, or a reader is probing it.
+    SETTLE_SECONDS = 1.0
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.path = self.out / LOCK
+        self._descriptor: Optional[int] = None
+
+    @property
+    def held(self) -> bool:
+        return self._descriptor is not None
+
+    def acquire(self) -> "RunLock":
+        if self.held:
+            return self
+        check_writable(self.out)
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise RunError(f"cannot write the run directory's lock {self.path}: {error.strerror or error}. "
+                           "Choose a writable --out.") from None
+        try:
+            self._lock(descriptor)
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(descriptor)
+            raise
+        self._descriptor = descriptor
+        return self
+
+    def _lock(self, descriptor: int) -> None:
+        if fcntl is None:
+            return
+        deadline = time.monotonic() + self.SETTLE_SECONDS
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pid = _pid_in(self.path)
+                if pid is not None and not _alive(pid):
+                    pid = None  # a killed writer's pid: its lock is gone, so someone else holds it now
+                if pid is not None or time.monotonic() > deadline:
+                    raise RunInUse(_in_use_message(self.out, pid), pid) from None
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        if self._descriptor is None:
+            return
+        descriptor, self._descriptor = self._descriptor, None
+        try:
+            os.ftruncate(descriptor, 0)  # no pid left behind to name a finished writer
+        except OSError:
+            pass
+        os.close(descriptor)  # closing the last descriptor of the open file releases the flock
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _pid_in(path: Path) -> Optional[int]:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _in_use_message(out: Path, pid: Optional[int]) -> str:
+    who = f"pid {pid}" if pid is not None else "a process whose pid is not yet written"
+    return (f"{out} is in use: another keras-recu train ({who}) is writing this run, and a run has one writer. "
+            f"Wait for it to end (or stop it, then `keras-recu train --out {out} --resume`), or choose another --out.")
+
+
+def holder(out: Path) -> Optional[int]:
+    """The pid of the train session that holds the run `out` (0 when its pid is unknown), or None when none does.
+
+    For readers: probes the lock with a shared, non-blocking flock, creating nothing.
+    """
+    if fcntl is None:
+        return None
+    try:
+        descriptor = os.open(Path(out) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _pid_in(Path(out) / LOCK) or 0
+    finally:
+        os.close(descriptor)
+    return None
+
+
+def run_directory_of(path: Path) -> Path:
+    """The run directory a path names: itself, or the run a file of it (model.keras, checkpoints/last.keras) lies in."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    directory = path.parent
+    return directory.parent if directory.name == CHECKPOINTS else directory
+
+
+def snapshot(path: Path) -> Optional[Tuple[int, int, int]]:
+    """What tells one version of a file from another: (inode, size, mtime in ns); None when it is missing.
+
+    An atomic write replaces the inode, so a reader compares a snapshot taken
+    before reading with one taken after.
+    """
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+class ReadCheck:
+    """What a reader of a run (`evaluate`, `convert`) says when the run is being written while it reads.
+
+    Made before reading `path` (a run directory, or a file of one);
+    `warning()` after reading gives one line, or None: the file read
+    changed meanwhile (an atomic write replaced it), or a train session
+    holds the run.
+    """
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        self.run = run_directory_of(path)
+        self.files = [path / MODEL, path / CONFIG] if path.is_dir() else [path]
+        self.before = [snapshot(file) for file in self.files]
+        self.writer = holder(self.run)
+
+    def warning(self) -> Optional[str]:
+        writer = self.writer if self.writer is not None else holder(self.run)
+        by = f" by keras-recu train (pid {writer})" if writer else ""
+        for file, before in zip(self.files, self.before):
+            if snapshot(file) != before:
+                return (f"{file} changed while it was read{by}, so what this printed may mix two versions of the "
+                        "run; run the command again once the run has finished.")
+        if writer is not None:
+            return (f"{self.run} is being trained{by}; this read its files as they were at this moment, and the "
+                    "finished run will differ.")
+        return None
 
 
 # --------------------------------------------------------------------------- history
@@ -195,9 +420,11 @@ class RunFiles:
     directory (`target`), which nobody reads.
     """
 
-    def __init__(self, source: Path, target: Path):
+    def __init__(self, source: Path, target: Path, model_name: Optional[str] = None):
         self.source = source
         self.target = target
+        #: The run's --model, recorded in each checkpoint (to name it when a checkpoint of another model is found).
+        self.model_name = model_name
         self.checkpoint = source / CHECKPOINTS / CHECKPOINT
         self.state = source / CHECKPOINTS / STATE
 
@@ -246,6 +473,19 @@ class RunFiles:
                 "copy, an older keras-recu). Restore it, or start a new run (another --out)."
             ) from None
 
+    def checkpoint_model(self) -> Optional[str]:
+        """The model the checkpoint was saved from: its record's --model, else the name in its Keras config."""
+        try:
+            with zipfile.ZipFile(self.checkpoint) as archive:
+                names = archive.namelist()
+                if RECORD in names:
+                    model = json.loads(archive.read(RECORD)).get("model")
+                    if model:
+                        return str(model)
+                return str(json.loads(archive.read("config.json"))["config"]["name"])
+        except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile):
+            return None
+
     def _read_state(self) -> Optional[dict]:
         try:
             return json.loads(self.state.read_text())
@@ -257,6 +497,8 @@ class RunFiles:
         directory = self.target / CHECKPOINTS
         directory.mkdir(parents=True, exist_ok=True)
         record = {"format": RECORD_FORMAT, "epochs_done": epochs_done, "history": history, "backend": backend()}
+        if self.model_name is not None:
+            record["model"] = self.model_name
 
         def write_checkpoint(temporary: Path) -> None:
             model.save(temporary)
@@ -273,6 +515,8 @@ class RunFiles:
         A kill may fall between the checkpoint and the files written after
         it: a resumed run rebuilds them from the checkpoint's own record.
         """
-        write_json(self.state, {"format": RECORD_FORMAT, "epochs_done": epochs_done,
-                                "history": history, "backend": trained_on})
+        record = {"format": RECORD_FORMAT, "epochs_done": epochs_done, "history": history, "backend": trained_on}
+        if self.model_name is not None:
+            record["model"] = self.model_name
+        write_json(self.state, record)
         write_text(self.source / HISTORY, history_csv(history))

@@ -64,8 +64,9 @@ from keras_recu.app.checkpointing import checkpoint_callback
 from keras_recu.app.config import TrainConfig
 from keras_recu.app.diagnostics_log import diagnostics_callbacks, trim_diagnostics
 from keras_recu.app.distribution import backend, distribution, is_chief
-from keras_recu.app.errors import RunError, TrainingDiverged
+from keras_recu.app.errors import CheckpointMismatch, RunError, TrainingDiverged
 from keras_recu.app.evaluate import finish
+from keras_recu.app.messages import first_line
 from keras_recu.app.rundir import RunFiles
 from keras_recu.app.two_stage import carry_stage1
 
@@ -118,32 +119,52 @@ def run(config: TrainConfig, resume: bool = False) -> dict:
 def resume_run(run_dir: Any, **given: Any) -> dict:
     """Continue the run in `run_dir` with its saved settings and this session's `given` ones (`--resume`).
 
-    `TrainConfig.resumed` merges them, refusing what a resumed run may not
-    change; then as `run`.
+    The run's lock is taken first, before its config.json is read;
+    `TrainConfig.resumed` merges the settings, refusing what a resumed run
+    may not change; then as `run`.
     """
-    return _run(TrainConfig.resumed(run_dir, **given), resume=True)
-
-
-def _run(config: TrainConfig, resume: bool) -> dict:
-    files = _prepare(config, resume)
+    out = Path(run_dir)
+    lock = rundir.RunLock(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a directory.")
+    if is_chief() and (out / rundir.CONFIG).exists():
+        lock.acquire()
     try:
-        return _session(config, files, resume)
+        return _run(TrainConfig.resumed(run_dir, **given), resume=True, lock=lock)
     finally:
-        if not files.chief:
-            shutil.rmtree(files.target, ignore_errors=True)
+        lock.release()
 
 
-def _prepare(config: TrainConfig, resume: bool) -> RunFiles:
-    """Check the run directory and the settings; return the session's files."""
+def _run(config: TrainConfig, resume: bool, lock: Optional[rundir.RunLock] = None) -> dict:
+    """One session, holding the run's lock (RunLock) from before its first write to its end (the chief)."""
+    lock = lock or rundir.RunLock(Path(config.out))
+    try:
+        files = _prepare(config, resume, lock)
+        try:
+            return _session(config, files, resume)
+        finally:
+            if not files.chief:
+                shutil.rmtree(files.target, ignore_errors=True)
+    finally:
+        lock.release()
+
+
+def _prepare(config: TrainConfig, resume: bool, lock: rundir.RunLock) -> RunFiles:
+    """Check the run directory and the settings, take the run's lock (the chief); return the session's files."""
     out = Path(config.out)
     chief = is_chief()
     target = out if chief else Path(tempfile.mkdtemp(prefix="keras_recu_worker_"))
-    files = RunFiles(out, target)
+    files = RunFiles(out, target, model_name=config.model)
+    if chief and not lock.held and rundir.holder(out) is not None:
+        lock.acquire()  # refused, naming the writer (RunInUse), before any other check
     if not resume and files.holds_run():
         raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
     config.validate()
     if chief:
-        rundir.check_writable(out)
+        # Creates the directory: the first write of the session, and nothing is written before it.
+        lock.acquire()
+        if not resume and files.holds_run():  # finished by a writer that let go a moment ago
+            raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
     return files
 
 
@@ -227,8 +248,19 @@ def _load_checkpoint(model, files: RunFiles, epochs_done: int, steps_per_epoch: 
     """
     import keras
 
+    import warnings
+
+    saved_from = files.checkpoint_model()
+    if saved_from is not None and files.model_name is not None and saved_from != files.model_name:
+        raise _checkpoint_mismatch(files, model, None)
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(files.checkpoint)
+    try:
+        with warnings.catch_warnings():
+            # Keras warns once per variable it cannot match, then raises: the one line below says it all.
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(files.checkpoint)
+    except Exception as error:
+        raise _checkpoint_mismatch(files, model, error) from None
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     if steps != epochs_done * steps_per_epoch:
         raise RunError(
@@ -236,6 +268,21 @@ def _load_checkpoint(model, files: RunFiles, epochs_done: int, steps_per_epoch: 
             f"{steps_per_epoch} steps were recorded: the data set changed since the run began "
             "(another --data-dir or version of the files?). Restore the data, or start a new run."
         )
+
+
+def _checkpoint_mismatch(files: RunFiles, model, error: Optional[Exception]) -> CheckpointMismatch:
+    """The one line for a checkpoint that does not fit the model this run builds (another model's, or another shape)."""
+    saved_from = files.checkpoint_model()
+    asked = files.model_name or model.name
+    if saved_from is not None and saved_from != asked:
+        what = f"was saved from the model {saved_from!r}, but this run builds {asked!r} (config.json's model)"
+    else:
+        reason = first_line(error, 160) if error is not None else ""
+        what = f"does not fit the model this run builds ({asked!r}: {type(error).__name__}: {reason})"
+    return CheckpointMismatch(
+        f"{files.checkpoint} {what}, so it is not this run's checkpoint. Restore the run's own "
+        f"{rundir.CHECKPOINTS}/{rundir.CHECKPOINT} (or its config.json), or start a new run with another --out."
+    )
 
 
 def _write_start(config: TrainConfig, files: RunFiles, carried: Optional[dict], restored: tuple) -> None:
