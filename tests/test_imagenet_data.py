@@ -10,6 +10,7 @@ cannot be imported, checks that the pipeline falls back to PIL.
 
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -138,18 +139,19 @@ def test_class_ids_are_the_sorted_folder_names_and_files_are_walked_like_imagefo
                 path.write_text("not an image")
             else:
                 Image.new("RGB", (8, 6), (10, 20, 30)).save(path, format="PNG" if filename.endswith("PNG") else "JPEG")
-    (tmp_path / "val" / "n01").mkdir(parents=True)
-    Image.new("RGB", (8, 6)).save(tmp_path / "val" / "n01" / "v.JPEG")
+    for name in ("n01", "n02", "B"):
+        (tmp_path / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 6)).save(tmp_path / "val" / name / "v.JPEG")
     source = imagenet.FolderSource(tmp_path / "train")
     assert source.classes == ("B", "n01", "n02")  # Python's sort, as torchvision's find_classes
     names = [os.path.relpath(os.fsdecode(p), tmp_path / "train") for p in source.paths]
     assert names == ["B/x.jpeg", "n01/z.JPEG", "n02/a.jpg", "n02/b.JPEG", "n02/sub/c.PNG"]
     assert source.labels.tolist() == [0, 1, 2, 2, 2] and source.labels.dtype == np.int32
-    # The val split takes the train split's ids, also when it lacks classes.
+    # The val split takes the train split's ids.
     val = imagenet.FolderSource(tmp_path / "val", classes=source.classes)
-    assert val.labels.tolist() == [1]
-    _, test, info = data.load("image_folder", 2, data_dir=tmp_path, transform=SMALL, decoder="pil")
-    assert info.num_classes == 3 and info.test_examples == 1 and test[0][1].tolist() == [1]
+    assert val.labels.tolist() == [0, 1, 2]
+    _, test, info = data.load("image_folder", 3, data_dir=tmp_path, transform=SMALL, decoder="pil")
+    assert info.num_classes == 3 and info.test_examples == 3 and test[0][1].tolist() == [0, 1, 2]
 
 
 def test_limit_keeps_an_evenly_strided_subset_of_every_class(tree):
@@ -167,8 +169,11 @@ def test_limit_keeps_an_evenly_strided_subset_of_every_class(tree):
         ("no_val", "has no val/ folder"),
         ("no_classes", "holds no class folders"),
         ("no_images", "holds no images"),
-        ("empty_class", "class folder(s) without images: n1"),
+        ("empty_class", "train has class folder(s) without images: {root}/train/n1. Add the images"),
         ("extra_val_class", "class folder(s) that the train split lacks: zzz"),
+        ("empty_val_class", "val has class folder(s) without images: {root}/val/n1. train/ and val/ must hold "
+                            "the same classes"),
+        ("missing_val_class", "val lacks the class folder(s) {root}/val/n1. train/ and val/ must hold"),
     ],
 )
 def test_missing_or_empty_trees_fail_at_once_with_what_to_do(tmp_path, layout, message):
@@ -183,14 +188,18 @@ def test_missing_or_empty_trees_fail_at_once_with_what_to_do(tmp_path, layout, m
     if layout == "no_images":
         (tmp_path / "train" / "n0").mkdir()
         (tmp_path / "train" / "n0" / "readme.txt").write_text("x")
-    if layout in ("empty_class", "extra_val_class"):
+    if layout in ("empty_class", "extra_val_class", "empty_val_class", "missing_val_class"):
         image(tmp_path / "train" / "n0" / "a.JPEG")
         (tmp_path / "train" / "n1").mkdir()
-        if layout == "extra_val_class":
+        if layout != "empty_class":
             image(tmp_path / "train" / "n1" / "b.JPEG")
+            image(tmp_path / "val" / "n0" / "c.JPEG")
+        if layout == "extra_val_class":
             image(tmp_path / "val" / "zzz" / "c.JPEG")
+        if layout == "empty_val_class":
+            (tmp_path / "val" / "n1").mkdir()
     data_dir = None if layout is None else tmp_path
-    with pytest.raises(data.DataUnavailableError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(data.DataUnavailableError, match=re.escape(message.format(root=tmp_path))):
         data.load("image_folder", 2, data_dir=data_dir, decoder="pil")
 
 
@@ -416,7 +425,7 @@ def test_imagenet2012_without_tars_names_the_tars_and_folders(tmp_path):
 
 @pytest.mark.tf_only
 def test_imagenette_not_prepared_and_no_download_fails_fast(tmp_path):
-    with pytest.raises(data.DataUnavailableError, match="not prepared .* download=False"):
+    with pytest.raises(data.DataUnavailableError, match=r"not prepared .* downloads are off \(download=False, --no-download\)"):
         data.load("imagenette", 8, data_dir=tmp_path, download=False)
     with pytest.raises(ValueError, match="only the tf decoder reads"):
         data.load("imagenette", 8, data_dir=tmp_path, decoder="pil")
@@ -427,7 +436,8 @@ def test_tf_decoder_refuses_files_tensorflow_cannot_decode(tmp_path):
     for split in ("train", "val"):
         (tmp_path / split / "n0").mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / split / "n0" / "a.webp")
-    with pytest.raises(ValueError, match=r"holds \.webp files, which TensorFlow cannot decode; use decoder='pil'"):
+    with pytest.raises(data.CorruptDataError, match=re.escape(f"{tmp_path / 'train' / 'n0' / 'a.webp'} (and 1 more "
+                                                            ".webp files): the tf decoder (--decoder tf) reads")):
         data.load("image_folder", 2, data_dir=tmp_path, decoder="tf")
     train, _, _ = data.load("image_folder", 1, data_dir=tmp_path, decoder="pil", transform=SMALL)
     assert train[0][0].shape == (1, 16, 16, 3)

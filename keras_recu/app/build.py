@@ -80,7 +80,8 @@ def build_model(config: TrainConfig, info, steps_per_epoch: int):
         from keras_recu.app.distill import Distiller, load_teacher
 
         try:
-            teacher = load_teacher(config.teacher, info.input_shape, info.mean, info.std)
+            teacher = load_teacher(config.teacher, info.input_shape, info.mean, info.std,
+                                   num_classes=info.num_classes, download=config.download)
             model = Distiller(student, teacher, name="distiller")
         except ValueError as error:
             raise ConfigError(f"--teacher {config.teacher}: {error}") from None

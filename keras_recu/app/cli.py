@@ -175,8 +175,8 @@ def _train_parser(commands) -> None:
          "imagenet2012 (tensorflow-datasets, from your manual download), imagenette (tensorflow-datasets) or "
          "image_folder (--data-dir with train/<class>/ and val/<class>/ JPEG folders)")
     flag("--data-dir", "local data (the four IDX files, a tensorflow_datasets directory, or an image_folder root)")
-    flag("--manual-dir", "imagenet2012: the folder with ILSVRC2012_img_train.tar and _val.tar "
-         "(default: DATA_DIR/downloads/manual, or DATA_DIR)")
+    flag("--manual-dir", "--dataset imagenet2012 only (no other set reads it): the folder with "
+         "ILSVRC2012_img_train.tar and _val.tar (default: DATA_DIR/downloads/manual, or DATA_DIR)")
     flag("--no-download", "never download data (offline)", dest="download", action="store_false")
     flag("--epochs", "length of the run, and of its learning-rate and tau schedules", type=positive_int)
     flag("--stop-after", "end this session after epoch N; --resume continues", type=positive_int)
@@ -302,7 +302,20 @@ def run_train(args, own_process: bool = False) -> int:
     except _user_errors() as error:
         print(f"keras-recu train: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        return _data_error_exit("train", error)
     return _report_train(out.resolve(), metrics)
+
+
+def _data_error_exit(command: str, error: Exception) -> int:
+    """Exit status 2 and the data error's one line where `error` wraps one (tf.data wraps a batch's errors); else re-raise."""
+    from keras_recu.app.data import data_error_behind
+
+    cause = data_error_behind(error)
+    if cause is None:
+        raise error
+    print(f"keras-recu {command}: {cause}", file=sys.stderr)
+    return 2
 
 
 def _report_train(out: Path, metrics: dict) -> int:
@@ -380,10 +393,12 @@ def run_evaluate(args) -> int:
     try:
         _model_path(args.model, "evaluate")
         reading = rundir.ReadCheck(args.model)
-        result = evaluate(str(args.model), args.dataset, args.data_dir)
+        result = evaluate(str(args.model), args.dataset, args.data_dir, download=args.download)
     except _user_errors() as error:
         print(f"keras-recu evaluate: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        return _data_error_exit("evaluate", error)
     print(json.dumps(result, indent=2))
     _warn_if_written("evaluate", reading)
     return 0
@@ -551,6 +566,8 @@ def _parser():
     evaluate.add_argument("model", type=Path, help="a run directory or a .keras file")
     evaluate.add_argument("--dataset", default=None, choices=DATASETS, help="defaults to the run's data set")
     evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--no-download", dest="download", action="store_false", default=None,
+                          help="never download data (default: as the run was trained; a bare .keras file downloads)")
 
     convert = commands.add_parser("convert", help="convert a run or a .keras model to an LCE flatbuffer")
     convert.add_argument("model", type=Path, help="a run directory or a Keras 3 model file (.keras), of any backend")

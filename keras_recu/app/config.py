@@ -24,7 +24,16 @@ from keras_recu.app.distribution import STRATEGIES, check_strategy_backend
 from keras_recu.app.errors import ConfigError, RunError
 from keras_recu.app.recipes import LR_SCHEDULES, OPTIMIZERS, RECIPES
 
-__all__ = ["MACHINE_SETTINGS", "RESUMABLE", "TRANSFORM_FIELDS", "TrainConfig", "conflicts", "flag"]
+__all__ = [
+    "MACHINE_SETTINGS",
+    "MIN_IMAGE_SIZE",
+    "RESUMABLE",
+    "TRANSFORM_FIELDS",
+    "TrainConfig",
+    "conflicts",
+    "flag",
+    "min_image_size",
+]
 
 #: What a resumed run may change. The others define the run: a different
 #: model, data set, seed, recipe or schedule length would continue another
@@ -219,6 +228,7 @@ class TrainConfig:
             raise ValueError(f"Unknown strategy {self.strategy!r}. Known: {', '.join(STRATEGIES)}.")
         check_strategy_backend(self.strategy)
         self._validate_stages()
+        self._check_image_sizes()
         self.transform()
 
     def _validate_recipe(self) -> None:
@@ -291,16 +301,59 @@ class TrainConfig:
             return None
         from keras_recu.app.data import imagenet
 
-        if self.decoder not in imagenet.DECODERS:
-            raise ValueError(f"Unknown decoder {self.decoder!r}. Known: {', '.join(imagenet.DECODERS)}.")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
-                                         or self.workers < 1):
-            raise ValueError(f"`workers` must be an integer >= 1, got {self.workers!r}.")
+        self._check_imagenet_settings()
         if not given:
             return None
         return dataclasses.replace(
             imagenet.ImageNetTransform(), **{TRANSFORM_FIELDS[name]: value for name, value in given.items()}
         )
+
+    def _check_imagenet_settings(self) -> None:
+        """The decoder, threads and tars folder of an ImageNet-style set, each named by its flag."""
+        from keras_recu.app.data import imagenet
+
+        if self.decoder not in imagenet.DECODERS:
+            raise ValueError(f"Unknown decoder {self.decoder!r}. Known: {', '.join(imagenet.DECODERS)}.")
+        if self.decoder == "pil" and self.dataset != "image_folder":
+            raise ValueError(f"--decoder pil: --dataset {self.dataset} comes from tensorflow-datasets, which only "
+                             "the tf decoder reads; drop --decoder or pass --decoder tf.")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise ValueError(f"`workers` must be an integer >= 1, got {self.workers!r}.")
+        if self.manual_dir is not None and self.dataset != "imagenet2012":
+            raise ValueError(
+                f"--manual-dir {self.manual_dir}: it names the folder of the ILSVRC2012 tars that --dataset "
+                f"imagenet2012 is prepared from; --dataset {self.dataset} "
+                f"{'reads --data-dir only' if self.dataset == 'image_folder' else 'needs no tars'}: drop --manual-dir."
+            )
+
+    def _check_image_sizes(self) -> None:
+        """--image-size at least what the model takes, --resize-size at least --image-size (ImageNet-style sets)."""
+        from keras_recu.app import data
+        from keras_recu.app.data import imagenet
+
+        if self.dataset not in getattr(data, "IMAGENET_DATASETS", ()):
+            return
+        default = imagenet.ImageNetTransform()
+        image_size = default.image_size if self.image_size is None else self.image_size
+        resize_size = default.resize_size if self.resize_size is None else self.resize_size
+        for name, value in (("image_size", image_size), ("resize_size", resize_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{flag(name)} must be a positive integer, got {value!r}.")
+        smallest = min_image_size(self.model)
+        if image_size < smallest:
+            raise ValueError(
+                f"--image-size {image_size}: {self.model} takes images of at least {smallest}x{smallest} (it "
+                f"downsamples by {smallest}: below that its last stages see padding alone and training learns "
+                f"nothing); pass --image-size {smallest} or more ({3 * smallest} or more for LCE to convert it)."
+            )
+        if resize_size < image_size:
+            raise ValueError(
+                f"--resize-size {resize_size}{'' if self.resize_size is not None else ' (the default)'} is smaller "
+                f"than --image-size {image_size}: evaluation resizes the shorter side to --resize-size, then "
+                f"center-crops --image-size; pass --resize-size {image_size} or more (the authors': "
+                f"{round(image_size * default.resize_size / default.image_size)})."
+            )
 
     def data_arguments(self) -> Dict[str, Any]:
         """The keyword arguments of `data.load` this run's data set takes beyond the common ones."""
@@ -310,6 +363,29 @@ class TrainConfig:
             return {}
         return dict(transform=self.transform(), decoder=self.decoder, workers=self.workers,
                     manual_dir=self.manual_dir)
+
+
+#: The smallest input side of each model of `keras_recu.models.MODELS`: its
+#: total downsampling, at which the last stage sees a 1x1 map of the image;
+#: below it the strided convs run on padding alone. The CIFAR ResNet-20 has
+#: two stride-2 stages (1/4), the CIFAR ResNet-18/34 three (1/8), VGG-small
+#: three pools (1/8), the ImageNet ResNets five with the stem (1/32).
+#: (LCE converts a binary conv correctly only on maps at least its 3x3 kernel:
+#: three times these; `keras-recu convert` refuses the rest.)
+MIN_IMAGE_SIZE = {
+    "resnet20_1w1a": 4,
+    "resnet18_1w1a": 8,
+    "resnet34_1w1a": 8,
+    "vgg_small_1w1a": 8,
+    "imagenet_resnet18_1w1a": 32,
+    "imagenet_resnet34_1w1a": 32,
+    "imagenet_resnet18_two_stage": 32,
+}
+
+
+def min_image_size(model: str) -> int:
+    """The smallest --image-size `model` takes (`MIN_IMAGE_SIZE`; 1 for a model it does not list)."""
+    return MIN_IMAGE_SIZE.get(model, 1)
 
 
 def flag(name: str) -> str:

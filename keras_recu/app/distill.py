@@ -19,6 +19,8 @@ through its own `preprocess_input` (`TeacherInput`).
 
 from __future__ import annotations
 
+import contextlib
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple
 
@@ -28,7 +30,10 @@ from keras import ops
 from keras_recu.app.messages import first_line
 from keras_recu.losses import DistributionLoss
 
-__all__ = ["Distiller", "TeacherInput", "load_teacher"]
+__all__ = ["Distiller", "IMAGENET_CLASSES", "TeacherInput", "load_teacher"]
+
+#: The classes of a keras.applications model with ImageNet weights.
+IMAGENET_CLASSES = 1000
 
 
 @keras.saving.register_keras_serializable(package="keras_recu")
@@ -178,6 +183,9 @@ def load_teacher(
     mean: Sequence[float],
     std: Sequence[float],
     weights: Optional[str] = "imagenet",
+    *,
+    num_classes: Optional[int] = None,
+    download: bool = True,
 ) -> keras.Model:
     """The frozen teacher named by `spec`, taking the student's (normalized) input and giving logits.
 
@@ -189,9 +197,16 @@ def load_teacher(
     classifier giving logits, and a `TeacherInput` in front that turns the
     student's images into that model's input.
 
+    `num_classes`, when given, is the student's: an ImageNet teacher (1000
+    classes) of another number is refused before its weights are fetched.
+    `download=False` (--no-download) fetches nothing: the weights must be
+    in Keras' cache already (`keras.utils.get_file`'s, ~/.keras/models or
+    $KERAS_HOME/models), else OSError at once.
+
     Raises:
-        ValueError: `spec` names neither an existing file nor a keras.applications model.
-        OSError: the ImageNet weights cannot be downloaded (offline).
+        ValueError: `spec` names neither an existing file nor a keras.applications model,
+            or an ImageNet teacher for a student of another number of classes.
+        OSError: the ImageNet weights cannot be downloaded (offline), or are not cached and `download` is False.
     """
     path = Path(spec)
     if spec.endswith(".keras") or path.exists():
@@ -199,12 +214,41 @@ def load_teacher(
             raise ValueError(f"--teacher {spec}: no such file; pass a .keras model or a keras.applications name.")
         teacher = keras.models.load_model(path, compile=False)
     else:
-        teacher = _application_teacher(spec, tuple(input_shape), mean, std, weights)
+        if weights == "imagenet" and num_classes is not None and num_classes != IMAGENET_CLASSES:
+            raise ValueError(
+                f"a keras.applications teacher with ImageNet weights gives {IMAGENET_CLASSES} classes and the "
+                f"student has {num_classes}: distillation needs the same classes (train on an ImageNet set, or "
+                "pass a teacher trained on this data set as a .keras file)."
+            )
+        teacher = _application_teacher(spec, tuple(input_shape), mean, std, weights, download)
     teacher.trainable = False
     return teacher
 
 
-def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std, weights: Optional[str]) -> keras.Model:
+class _NoDownloads(contextlib.AbstractContextManager):
+    """Within it, `urllib.request.urlopen` (which Keras' `get_file` downloads through) refuses: nothing is fetched.
+
+    Keras has no offline switch: `keras.applications` fetches its weights
+    with `keras.utils.get_file`, which uses a cached file when there is one
+    and otherwise `urllib.request.urlretrieve`, that is `urlopen`.
+    """
+
+    def __enter__(self):
+        self._saved = urllib.request.urlopen
+
+        def refuse(url, *args, **kwargs):
+            raise OSError(f"downloads are off (--no-download); not fetching {getattr(url, 'full_url', url)}")
+
+        urllib.request.urlopen = refuse
+        return self
+
+    def __exit__(self, *exc_info):
+        urllib.request.urlopen = self._saved
+        return False
+
+
+def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std, weights: Optional[str],
+                         download: bool = True) -> keras.Model:
     builder = getattr(keras.applications, name, None)
     if not callable(builder) or not name[:1].isupper():
         known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
@@ -214,8 +258,15 @@ def _application_teacher(name: str, input_shape: Tuple[int, ...], mean, std, wei
         )
     application = builder.__module__.rsplit(".", 1)[-1]
     try:
-        network = builder(weights=weights, classifier_activation=None)
+        with contextlib.nullcontext() if download else _NoDownloads():
+            network = builder(weights=weights, classifier_activation=None)
     except Exception as error:  # a download failure surfaces as several exception types
+        if not download:
+            raise OSError(
+                f"--teacher {name}: its ImageNet weights are not in Keras' cache (~/.keras/models, or "
+                "$KERAS_HOME/models) and downloads are off (--no-download). Run once without --no-download "
+                "where the network is reachable, or pass --teacher PATH.keras."
+            ) from None
         raise OSError(
             f"cannot get the ImageNet weights of keras.applications.{name} ({type(error).__name__}: "
             f"{first_line(error, 200)}). Connect to the internet "

@@ -159,13 +159,15 @@ def deploy(out: Path, images: np.ndarray) -> Tuple[dict, str]:
 
 
 def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-             batch_size: Optional[int] = None) -> dict:
+             batch_size: Optional[int] = None, download: Optional[bool] = None) -> dict:
     """Test loss and accuracy of a run directory's model or of a `.keras` file.
 
     For a run directory the run's own test split is used, normalized as in
     training (its data set, data directory, seed, --limit-train, whose
     statistics normalize, and --limit-test); `dataset` picks another set's
-    full test split.
+    full test split. `download`: whether a missing data set may be
+    downloaded; None takes the run's own setting (a run trained with
+    --no-download evaluates offline too), True for a bare .keras file.
     """
     import keras
 
@@ -174,11 +176,15 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
     path = Path(path)
     model_path = path / rundir.MODEL if path.is_dir() else path
     settings = {}
-    if dataset is None and path.is_dir() and (path / rundir.CONFIG).exists():
+    saved = None
+    if path.is_dir() and (path / rundir.CONFIG).exists():
         saved = TrainConfig.from_file(path / rundir.CONFIG)
+    if download is None:
+        download = saved.download if saved is not None else True
+    if dataset is None and saved is not None:
         dataset, data_dir = saved.dataset, data_dir or saved.data_dir
         settings = dict(limit_train=saved.limit_train, limit_test=saved.limit_test, seed=saved.seed,
-                        download=saved.download, **saved.data_arguments())
+                        **saved.data_arguments())
         batch_size = batch_size or saved.batch_size
     if dataset is None:
         raise RunError("Name the data set to evaluate on (--dataset) for a bare .keras file.")
@@ -186,7 +192,8 @@ def evaluate(path: str, dataset: Optional[str] = None, data_dir: Optional[str] =
     if not settings and dataset in getattr(data, "IMAGENET_DATASETS", ()):
         # A bare model: the authors' evaluation transform (resize 256, center crop 224), scaled to its input.
         settings = dict(transform=_evaluation_transform(model))
-    _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, **settings)
+    _, test, info = data.load(dataset, batch_size or 256, data_dir=data_dir, augment=False, download=download,
+                              **settings)
     _check_fits(model, model_path, info)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     loss, accuracy = model.evaluate(test, verbose=0)

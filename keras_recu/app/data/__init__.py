@@ -87,9 +87,21 @@ Speed
     overlaps it with the device's work. Hence no worker threads or processes.
 
 Offline use
-    With no network, pass `download=False`: a missing tensorflow-datasets set
-    then fails within a fraction of a second, whereas `download=True` lets
-    tensorflow-datasets retry its downloads for minutes before it gives up.
+    With no network, pass `download=False` (--no-download): a missing
+    tensorflow-datasets set then fails at once, naming the set and the
+    directory looked in, without asking tensorflow-datasets for more than
+    whether it is there (nothing is fetched or written), whereas
+    `download=True` lets tensorflow-datasets retry its downloads for minutes
+    before it gives up.
+
+Damaged data
+    A file that cannot be decoded is a `CorruptDataError` naming it, raised
+    by the batch that holds it: the PIL decoder wraps each file; the tf
+    decoder, whose tf.data error names no file, decodes the failing batch's
+    files again one by one to find it. A batch's errors are remembered
+    (`remember_data_error`), since TensorFlow's Keras reads a `PyDataset`
+    through tf.data and raises its own error instead; `data_error_behind`
+    finds the original for the command line's one line.
 
 Modules
     This face holds `load` and what each set gets (`AUGMENTATION`), and
@@ -130,9 +142,11 @@ from keras_recu.app.data.base import (
     DataUnavailableError,
     EpochBatches,
     PathLike,
+    data_error_behind,
     epoch_generator,
     non_negative_integer,
     positive_integer,
+    remember_data_error,
 )
 from keras_recu.app.data.fashion_mnist import FASHION_MNIST_HELP, fashion_mnist_splits
 from keras_recu.app.data.idx import (
@@ -196,11 +210,13 @@ __all__ = [
     "TFDS_DATASETS",
     "TFDS_EXTRAS_HELP",
     "augment_batch",
+    "data_error_behind",
     "epoch_generator",
     "load",
     "load_splits",
     "read_fashion_mnist",
     "read_idx",
+    "remember_data_error",
     "resolve_decoder",
     "synthetic_images",
     "write_synthetic_jpeg_tree",

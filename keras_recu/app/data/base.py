@@ -16,9 +16,11 @@ neither. It owns
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import operator
 import os
+import threading
 from typing import Optional, Union
 
 import keras
@@ -36,9 +38,11 @@ __all__ = [
     "PathLike",
     "TFDS_DATASETS",
     "TFDS_EXTRAS_HELP",
+    "data_error_behind",
     "epoch_generator",
     "non_negative_integer",
     "positive_integer",
+    "remember_data_error",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -62,7 +66,54 @@ class DataUnavailableError(RuntimeError):
 
 
 class CorruptDataError(ValueError):
-    """A local data file is truncated or is not what its name says."""
+    """A local data file cannot be read: truncated, damaged, not what its name says, or in a format the decoder lacks.
+
+    The message names the file and says what to do.
+    """
+
+
+# The data errors that batches raised while a framework read them. TensorFlow
+# runs a Keras `PyDataset` inside tf.data (`Dataset.from_generator`), which
+# turns whatever `__getitem__` raises into one of its own errors, the Python
+# traceback pasted into the message; `data_error_behind` finds the original.
+_RAISED: collections.deque = collections.deque(maxlen=8)
+_RAISED_LOCK = threading.Lock()
+
+
+def remember_data_error(error: Exception) -> Exception:
+    """Records `error`, raised by a batch, for `data_error_behind`; returns it (`raise remember_data_error(e)`)."""
+    with _RAISED_LOCK:
+        _RAISED.append(error)
+    return error
+
+
+def data_error_behind(error: BaseException) -> Optional[Exception]:
+    """The `DataUnavailableError` or `CorruptDataError` that caused `error`, or None.
+
+    `error` itself, one in its chain of causes, or a remembered one
+    (`remember_data_error`) whose message `error`'s message contains: what a
+    framework that wraps the batches' errors (TensorFlow's tf.data) raises
+    instead. The command line prints it as its one line.
+
+    >>> original = remember_data_error(CorruptDataError("/data/train/n0/a.JPEG cannot be decoded"))
+    >>> wrapped = RuntimeError("InvalidArgumentError: CorruptDataError: /data/train/n0/a.JPEG cannot be decoded")
+    >>> data_error_behind(wrapped) is original, data_error_behind(RuntimeError("other"))
+    (True, None)
+    """
+    seen = set()
+    link: Optional[BaseException] = error
+    while link is not None and id(link) not in seen:
+        if isinstance(link, (DataUnavailableError, CorruptDataError)):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    text = str(error)
+    with _RAISED_LOCK:
+        remembered = list(_RAISED)
+    for candidate in reversed(remembered):
+        if str(candidate) and str(candidate) in text:
+            return candidate
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ TensorFlow nor tensorflow-datasets.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -17,7 +18,7 @@ from keras_recu.app.data.base import DataUnavailableError, PathLike, TFDS_DATASE
 from keras_recu.app.data.idx import FASHION_MNIST_DIR
 from keras_recu.app.messages import first_line
 
-__all__ = ["import_tfds", "tfds_splits"]
+__all__ = ["check_prepared", "import_tfds", "tfds_splits"]
 
 
 def import_tfds():
@@ -44,6 +45,8 @@ def tfds_splits(
 ) -> ArraySplits:
     """Both splits of tensorflow-datasets set `name` as numpy arrays, the first `limit_*` examples of each."""
     tfds = import_tfds()
+    if not download:
+        check_prepared(tfds, name, data_dir)
     # "train[:N]": tensorflow-datasets reads only the first N examples.
     split = [
         f"train[:{limit_train}]" if limit_train else "train",
@@ -81,3 +84,32 @@ def tfds_splits(
         "tfds",
     )
 
+
+
+def check_prepared(tfds, name: str, data_dir: Optional[PathLike]) -> None:
+    """A `DataUnavailableError` naming the set and the directory, at once, unless `name` is prepared there.
+
+    What `download=False` (--no-download) asks: no network, no retries, no
+    files written; tensorflow-datasets is only asked whether the set is there.
+    """
+    absl = logging.getLogger("absl")
+    level = absl.level
+    # tensorflow-datasets logs a warning for each variant folder it finds unprepared: the error says it.
+    absl.setLevel(logging.ERROR)
+    try:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+        prepared, directory = builder.is_prepared(), builder.data_dir_root
+    except Exception as error:  # an unreadable data_dir, a broken install
+        raise DataUnavailableError(
+            f"tensorflow-datasets cannot open {name!r} in {data_dir or 'its default data directory'} "
+            f"({type(error).__name__}: {first_line(error, 200)}); pass --data-dir of a tensorflow_datasets "
+            "directory that holds it."
+        ) from error
+    finally:
+        absl.setLevel(level)
+    if not prepared:
+        raise DataUnavailableError(
+            f"Data set {name!r} is not in {directory} and downloads are off (--no-download): run once without "
+            f"--no-download where the network is reachable, or pass --data-dir of a tensorflow_datasets "
+            f"directory that holds {name}/."
+        )

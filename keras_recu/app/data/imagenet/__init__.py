@@ -62,6 +62,7 @@ from keras_recu.app.data.imagenet.sources import (
     FolderSource,
     TFDSSource,
     folder_sources,
+    tf_unreadable,
     tfds_sources,
 )
 from keras_recu.app.data.imagenet.stream import StreamBatches
@@ -124,11 +125,8 @@ def load_splits(
     """`data.load` for the sets of `data.IMAGENET_DATASETS`; arguments checked there."""
     transform = transform or ImageNetTransform()
     if key == "image_folder":
-        chosen = resolve_decoder(decoder)
         train_source, test_source, classes = folder_sources(data_dir, limit_train, limit_test)
-        if chosen == "tf":
-            train_source.check_decodable_by_tf()
-            test_source.check_decodable_by_tf()
+        chosen = _folder_decoder(decoder, train_source, test_source)
         source_name = "folder"
     else:
         if decoder == "pil":
@@ -153,3 +151,19 @@ def load_splits(
         augmentation=transform.augmentation if augment else (),
     )
     return train, test, info
+
+
+def _folder_decoder(decoder: str, *sources: FolderSource) -> str:
+    """"tf" or "pil" for an image folder: "auto" takes pil where the folder holds files TensorFlow cannot decode."""
+    chosen = resolve_decoder(decoder)
+    if chosen == "tf":
+        odd = [path for source in sources for path in source.not_decodable_by_tf()]
+        if odd and decoder == "auto":
+            # The same tree makes the same choice in every session, so a resumed run decodes alike.
+            more = f" and {len(odd) - 1} other file(s)" if len(odd) > 1 else ""
+            print(f"note: {odd[0]}{more} {'are' if more else 'is'} in a format TensorFlow cannot decode: the "
+                  "image folder is decoded with PIL (--decoder pil).")
+            return "pil"
+        if odd:
+            raise tf_unreadable(odd)
+    return chosen

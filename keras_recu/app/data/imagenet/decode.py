@@ -17,29 +17,35 @@ the two.
 
 from __future__ import annotations
 
+import os
 import types
 from typing import Callable
 
 import numpy as np
 
-from keras_recu.app.data.base import DataUnavailableError, TFDS_EXTRAS_HELP
+from keras_recu.app.data.base import CorruptDataError, DataUnavailableError, TFDS_EXTRAS_HELP
 from keras_recu.app.data.imagenet.transform import (
     ImageNetTransform,
     apply_lighting,
     crop_box,
     eval_geometry,
 )
+from keras_recu.app.messages import first_line
 
 __all__ = [
     "DECODERS",
+    "PIL_DECODE_ERRORS",
+    "corrupt_file",
     "import_pil",
     "import_tensorflow",
     "pil_eval_image",
     "pil_train_image",
     "resolve_decoder",
     "tensorflow_available",
+    "tf_decoded",
     "tf_math",
     "tf_transform_functions",
+    "vanished_file",
 ]
 
 DECODERS = ("auto", "tf", "pil")
@@ -60,12 +66,39 @@ def import_pil() -> types.ModuleType:
     return Image
 
 
+# What PIL raises for a file it cannot decode: OSError ("image file is
+# truncated", "Truncated File Read", UnidentifiedImageError), SyntaxError (a
+# broken header of some formats), ValueError, and a decompression bomb.
+PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+def corrupt_file(path, reason: str) -> CorruptDataError:
+    """The one-line error for an image file that cannot be decoded, naming it and what to do."""
+    return CorruptDataError(
+        f"{os.fsdecode(path)} cannot be decoded ({reason}): the file is damaged, cut short or not an image. "
+        "Replace it with a good copy or delete it, then run the command again."
+    )
+
+
+def vanished_file(path) -> DataUnavailableError:
+    """The one-line error for an image file listed when the data loaded and gone since."""
+    return DataUnavailableError(
+        f"{os.fsdecode(path)} is gone: the image folder changed after it was listed. Restore the file, or "
+        "start a new run on the folder as it is now."
+    )
+
+
 def _open_rgb(path):
-    """torchvision's `pil_loader`: the file as an RGB PIL image."""
+    """torchvision's `pil_loader`: the file as an RGB PIL image (decoded: damage shows here)."""
     Image = import_pil()
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        return image.convert("RGB")
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise vanished_file(path) from None
+    except PIL_DECODE_ERRORS + (Image.DecompressionBombError,) as error:
+        raise corrupt_file(path, f"PIL: {type(error).__name__}: {first_line(error, 200)}") from None
 
 
 def pil_train_image(path, draws: dict, transform: ImageNetTransform) -> np.ndarray:
@@ -144,6 +177,18 @@ def tf_math(tf: types.ModuleType) -> types.SimpleNamespace:
     )
 
 
+def tf_decoded(tf: types.ModuleType, encoded):
+    """An encoded image (a string tensor) as uint8 (H, W, 3), as the tf decoder decodes it."""
+    # INTEGER_ACCURATE is libjpeg's islow IDCT, PIL's; TensorFlow's default is the fast one.
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
 def tf_transform_functions(tf: types.ModuleType, transform: ImageNetTransform) -> tuple[Callable, Callable]:
     """The train and eval transforms as TensorFlow functions of an encoded image."""
     xp = tf_math(tf)
@@ -156,14 +201,7 @@ def tf_transform_functions(tf: types.ModuleType, transform: ImageNetTransform) -
         return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
     def decoded(encoded):
-        # INTEGER_ACCURATE is libjpeg's islow IDCT, PIL's; TensorFlow's default is the fast one.
-        image = tf.cond(
-            tf.io.is_jpeg(encoded),
-            lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
-        )
-        image.set_shape([None, None, 3])
-        return image
+        return tf_decoded(tf, encoded)
 
     def normalize(pixels):
         return (tf.cast(pixels, tf.float32) / 255.0 - mean) / std

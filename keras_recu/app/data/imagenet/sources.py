@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from keras_recu.app.data.base import DataUnavailableError, PathLike, TFDS_EXTRAS_HELP
+from keras_recu.app.data.base import CorruptDataError, DataUnavailableError, PathLike, TFDS_EXTRAS_HELP
 from keras_recu.app.data.imagenet.decode import import_tensorflow
 from keras_recu.app.messages import first_line
 
@@ -30,6 +30,7 @@ __all__ = [
     "TFDS_TEST_SPLIT",
     "TF_IMAGE_EXTENSIONS",
     "folder_sources",
+    "tf_unreadable",
     "tfds_sources",
 ]
 
@@ -100,12 +101,19 @@ class FolderSource:
                 f"{directory} holds no images: none of its class folders has a file ending in "
                 f"{', '.join(IMAGE_EXTENSIONS)}."
             )
-        if own_classes and empty:
-            # torchvision's ImageFolder refuses a class without images.
-            raise DataUnavailableError(
-                f"{directory}: class folder(s) without images: {', '.join(empty[:5])}"
-                f"{' ...' if len(empty) > 5 else ''}. Remove them or add their images."
+        if empty:
+            # torchvision's ImageFolder refuses a class without images; a val
+            # split without one of the train split's classes is no test of it.
+            missing = [name for name in empty if not (directory / name).is_dir()]
+            what = "lacks the class folder(s)" if missing == empty else "has class folder(s) without images:"
+            shown = ", ".join(str(directory / name) for name in empty[:3])
+            more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+            fix = (
+                "Add the images, or remove the folder." if own_classes else
+                f"train/ and val/ must hold the same classes, each with images: add this class's images to "
+                f"{directory}, or remove the class from both splits."
             )
+            raise DataUnavailableError(f"{directory} {what} {shown}{more}. {fix}")
         self.directory = directory
         self.classes = tuple(classes)
         # Bytes, not str: numpy's fixed-width str takes 4 bytes a character,
@@ -120,13 +128,9 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def check_decodable_by_tf(self) -> None:
-        odd = sorted({os.path.splitext(os.fsdecode(p))[1].lower() for p in self.paths} - set(TF_IMAGE_EXTENSIONS))
-        if odd:
-            raise ValueError(
-                f"{self.directory} holds {', '.join(odd)} files, which TensorFlow cannot decode; "
-                f"use decoder='pil' (--decoder pil), or convert them to JPEG"
-            )
+    def not_decodable_by_tf(self) -> list:
+        """The files (str) whose suffix is not one of `TF_IMAGE_EXTENSIONS`: TensorFlow cannot decode them."""
+        return [os.fsdecode(p) for p in self.paths if not os.fsdecode(p).lower().endswith(TF_IMAGE_EXTENSIONS)]
 
 
 class TFDSSource:
@@ -183,9 +187,9 @@ def tfds_sources(
             _prepare_imagenet(tfds, builder, data_dir, manual_dir)
         elif not download:
             raise DataUnavailableError(
-                f"Data set {key!r} ({name}) is not prepared {where} and download=False: run once where the "
-                "network is reachable (it downloads ~325 MB), or pass data_dir (--data-dir) of a "
-                "tensorflow_datasets directory that holds it."
+                f"Data set {key!r} ({name}) is not prepared {where} and downloads are off (download=False, "
+                "--no-download): run once without --no-download where the network is reachable (it downloads "
+                "~325 MB), or pass --data-dir of a tensorflow_datasets directory that holds it."
             )
         else:
             try:
@@ -237,6 +241,17 @@ def _prepare_imagenet(tfds, builder, data_dir, manual_dir) -> None:
         f"{' or '.join(map(str, candidates))}. Download {' and '.join(IMAGENET_TARS)} from "
         "https://image-net.org (registration needed) into one of them (or pass manual_dir, "
         "--manual-dir), or use --dataset image_folder with --data-dir of a class-per-folder tree."
+    )
+
+
+def tf_unreadable(paths: Sequence[str]) -> CorruptDataError:
+    """The error for image files the tf decoder cannot read: the first, how many more, what each decoder reads."""
+    suffixes = "/".join(sorted({os.path.splitext(p)[1].lower() for p in paths}))
+    more = f" (and {len(paths) - 1} more {suffixes} files)" if len(paths) > 1 else ""
+    return CorruptDataError(
+        f"{paths[0]}{more}: the tf decoder (--decoder tf) reads {', '.join(TF_IMAGE_EXTENSIONS)} files only; the "
+        f"pil decoder reads {', '.join(IMAGE_EXTENSIONS)}. Use --decoder pil (or auto), or convert these files "
+        "to JPEG."
     )
 
 

@@ -6,21 +6,31 @@ import collections
 import concurrent.futures
 import math
 import os
+import re
 import threading
 import time
 from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from keras_recu.app.data.base import EpochBatches
+from keras_recu.app.data.base import (
+    CorruptDataError,
+    DataUnavailableError,
+    EpochBatches,
+    remember_data_error,
+)
 from keras_recu.app.data.imagenet.decode import (
+    corrupt_file,
     import_tensorflow,
     pil_eval_image,
     pil_train_image,
+    tf_decoded,
     tf_transform_functions,
+    vanished_file,
 )
 from keras_recu.app.data.imagenet.sources import FolderSource, TFDSSource
 from keras_recu.app.data.imagenet.transform import EpochDraws, ImageNetTransform, normalize_pixels
+from keras_recu.app.messages import first_line
 
 __all__ = ["PIL_PREFETCH", "RECENT_BATCHES", "StreamBatches"]
 
@@ -105,9 +115,13 @@ class StreamBatches(EpochBatches):
             if key in self._recent:
                 return self._recent[key]
             start = time.perf_counter()
-            if self._stream_at != key:
-                self._open(epoch, index)
-            batch = next(self._stream)
+            try:
+                if self._stream_at != key:
+                    self._open(epoch, index)
+                batch = self._next_batch(epoch, index)
+            except (CorruptDataError, DataUnavailableError) as error:
+                self._stream_at = None  # the pipeline stopped at the error: a later read starts anew
+                raise remember_data_error(error)
             self.wait_seconds += time.perf_counter() - start
             self.batches_served += 1
             self._stream_at = (epoch, index + 1)
@@ -143,6 +157,41 @@ class StreamBatches(EpochBatches):
             shuffle = self.shuffle and not isinstance(self.source, TFDSSource)  # TFDS shuffles itself
             self._draws = (epoch, EpochDraws.draw(self.seed, epoch, len(self.source), self.transform, shuffle))
         return self._draws[1]
+
+    def _next_batch(self, epoch: int, index: int):
+        """The stream's next batch, batch `index` of `epoch`; a decoding failure names its file."""
+        if self.decoder != "tf":
+            return next(self._stream)  # the PIL decoder names the file itself
+        tf = import_tensorflow()
+        try:
+            return next(self._stream)
+        except tf.errors.OpError as error:
+            raise self._tf_failure(tf, error, epoch, index) from None
+
+    def _tf_failure(self, tf, error, epoch: int, index: int) -> Exception:
+        """The data error behind tf.data's `error` in batch `index` of `epoch`: its file, found by decoding each.
+
+        tf.data reports "jpeg::Uncompress failed" without the file; the batch's
+        files are decoded again one by one, as the pipeline decodes them.
+        """
+        if isinstance(self.source, TFDSSource):
+            return CorruptDataError(
+                f"a record of {self.source.builder.name} in {self.source.builder.data_dir} ({self.source.split}, "
+                f"batch {index}) cannot be decoded ({type(error).__name__}: {_tf_reason(error)}): the "
+                "prepared copy is damaged. Delete that folder and prepare the data set again."
+            )
+        first = index * self.batch_size
+        draws = self.epoch_draws(epoch)
+        rows = range(first, min(first + self.batch_size, len(self.source)))
+        for row in rows:
+            path = self.source.paths[draws.order[row] if draws is not None else row]
+            try:
+                tf_decoded(tf, tf.io.read_file(path))
+            except tf.errors.NotFoundError:
+                return vanished_file(path)
+            except tf.errors.OpError as failure:
+                return corrupt_file(path, f"TensorFlow: {_tf_reason(failure)}")
+        return error  # no single file fails: not a damaged file
 
     def _open(self, epoch: int, index: int) -> None:
         self._stream_close()
@@ -236,3 +285,9 @@ class StreamBatches(EpochBatches):
             f"StreamBatches({len(self.source)} images, batch_size={self.batch_size}, augment={self.augment}, "
             f"shuffle={self.shuffle}, decoder={self.decoder!r}, seed={self.seed}, epoch={self.epoch})"
         )
+
+
+def _tf_reason(error) -> str:
+    """A TensorFlow error's first line without the op's name and node: "jpeg::Uncompress failed. ..."."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", first_line(error))
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text)[:200]
