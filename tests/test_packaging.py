@@ -26,6 +26,7 @@ DISTRIBUTION = {"PIL": "pillow", "tensorflow_datasets": "tensorflow-datasets",
 CARRIED = {
     "absl": ("tensorflow", "absl-py"),  # absl.testing, tests/test_conformance.py (tf_only)
     "terminaltables": ("larq", "terminaltables"),  # tests/test_profile.py, larq's own table (tf_only)
+    "h5py": ("keras", "h5py"),  # tests/test_kill_resume.py reads the weights a .keras file holds
 }
 
 

@@ -22,10 +22,14 @@ FLAGS = ["--model", TINY, "--epochs", "2", *TINY_FLAGS]
 # a full disk's does, with ENOSPC and no file name.
 FULL_DISK_AT_SECOND_CHECKPOINT = """
 import errno, os, sys
+sys.argv[0] = "keras-recu"  # starts up as the command does (see keras_recu/__init__.py)
 sys.path.insert(0, {root!r})
-import keras
-from tests.run_utils import register_tiny_model
-register_tiny_model()
+from keras_recu.app import quiet_imports
+quiet_imports.quiet_environment()
+with quiet_imports.captured():  # the driver's own imports, kept off stderr as the command keeps its own
+    import keras
+    from tests.run_utils import register_tiny_model
+    register_tiny_model()
 save, saved = keras.Model.save, []
 def save_on_a_full_disk(self, filepath, *args, **kwargs):
     if "checkpoints" in str(filepath):
@@ -94,9 +98,13 @@ def test_resume_with_a_checkpoint_of_another_model_names_both_models(full_disk, 
 # keras-recu itself: main() reads sys.argv, as the installed command does.
 AS_THE_COMMAND = """
 import sys
+sys.argv[0] = "keras-recu"  # starts up as the command does (see keras_recu/__init__.py)
 sys.path.insert(0, {root!r})
+from keras_recu.app import quiet_imports
 from tests.run_utils import register_tiny_model
-register_tiny_model()
+quiet_imports.quiet_environment()
+with quiet_imports.captured():  # the driver's own imports, kept off stderr as the command keeps its own
+    register_tiny_model()
 from keras_recu.app.cli import main
 sys.argv[0] = "keras-recu"
 sys.exit(main())

@@ -176,8 +176,14 @@ def test_evaluate_names_a_truncated_model_file(run, tmp_path):
 
 #: `keras-recu convert` whose converter gets a changed copy of the model: a wrong conversion, as a user would see it.
 WRONG_CONVERSION = """
-import keras
-import keras_recu.deploy
+import sys
+sys.argv[0] = "keras-recu"  # starts up as the command does (see keras_recu/__init__.py)
+sys.path.insert(0, {root!r})
+from keras_recu.app import quiet_imports
+quiet_imports.quiet_environment()
+with quiet_imports.captured():  # the driver's own imports, kept off stderr as the command keeps its own
+    import keras
+    import keras_recu.deploy
 
 right = keras_recu.deploy.convert
 
