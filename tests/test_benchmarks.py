@@ -6,6 +6,7 @@ at once), the pool's deadline, the campaign's skipping and priorities, the
 variants' models, the report's tables, and the authors' PyTorch transcription.
 """
 
+import json
 import math
 import subprocess
 import sys
@@ -337,3 +338,23 @@ def test_authors_binarize_conv_computes_the_reference_formulas():
     model = build(tau=0.85)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 270_522  # as resnet20_1w1a
     assert all(float(m.tau) == pytest.approx(0.85) for m in model.modules() if isinstance(m, BinarizeConv2d))
+
+
+def test_imagenet_train_smoke_writes_the_record(tmp_path):
+    """`benchmarks.imagenet_train --smoke` on CPU: the pipeline and JAX rows, their projections, the record."""
+    out = tmp_path / "imagenet-train.json"
+    command = module_command("benchmarks.imagenet_train", "--smoke", "--dtypes", "float32", "--no-torch", "--json", out)
+    done = subprocess.run(command, env=module_env(KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["size"] == 32 and record["batch"] == 4 and record["smoke"] is True
+    assert record["authors"]["min_per_epoch"] == 28.0 and record["imagenet_train_images"] == 1_281_167
+    assert "command" in record["environment"] and "device" in record["environment"]
+    rows = {(r["engine"], r["dtype"], r["feed"]): r for r in record["rows"]}
+    assert set(rows) == {("input-pipeline", "uint8->float32", "pil"), ("keras_recu-jax", "float32", "device"),
+                         ("keras_recu-jax", "float32", "pil")}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert row["images_per_s"] > 0 and row["min_per_epoch"] > 0
+        assert row["vanilla_hours"] == pytest.approx(row["min_per_epoch"] * 200 / 60, rel=0.02, abs=0.1)
+    assert rows[("keras_recu-jax", "float32", "device")]["loss_finite"] is True
