@@ -23,7 +23,7 @@ import pytest
 from keras_recu import precision
 from keras_recu.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, ReCUConv2D
 from keras_recu.quantizers import ReCUSign
-from tests.run_utils import TINY, TINY_FLAGS, cli_with_tiny_model, no_traceback, one_line_error
+from tests.run_utils import TINY, TINY_FLAGS, cli, cli_with_tiny_model, no_traceback, one_line_error
 
 MIXED = ["mixed_bfloat16", "mixed_float16"]
 
@@ -91,6 +91,23 @@ def test_policy_scope_restores_the_global_policy_and_refuses_unknown_names():
             pass
 
 
+def test_the_training_job_builds_under_its_policy_with_loss_scaling_for_float16():
+    from keras_recu.app import data
+    from keras_recu.app.build import build_model
+    from keras_recu.app.config import TrainConfig
+    from tests.run_utils import register_tiny_model
+
+    register_tiny_model()
+    train, _, info = data.load("synthetic", 32, limit_train=64, limit_test=32)
+    config = TrainConfig(model=TINY, dataset="synthetic", epochs=2, warmup_epochs=0, dtype_policy="mixed_float16")
+    model, student = build_model(config, info, len(train))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert precision.mixed_policy(student) == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+    history = model.fit(train, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+
+
 # --------------------------------------------------------------------------- the command
 
 FLAGS = ["--model", TINY, "--epochs", "2", *TINY_FLAGS, "--dtype-policy", "mixed_bfloat16"]
@@ -155,8 +172,7 @@ def test_a_mixed_run_resumes_bit_for_bit(mixed_runs):
 
 def test_resuming_under_another_policy_or_an_unknown_policy_is_one_line(mixed_runs):
     _, resumed = mixed_runs
-    changed = one_line_error(cli_with_tiny_model(["train", "--out", str(resumed), "--resume", "--dtype-policy",
-                                                  "float32"]))
+    changed = one_line_error(cli(["train", "--out", str(resumed), "--resume", "--dtype-policy", "float32"]))
     assert "--dtype-policy" in changed and "mixed_bfloat16" in changed
-    unknown = one_line_error(cli_with_tiny_model(["train", "--dtype-policy", "float16", "--out", str(resumed)]))
+    unknown = one_line_error(cli(["train", "--dtype-policy", "float16", "--out", str(resumed)]))
     assert "--dtype-policy" in unknown and "float16" in unknown
