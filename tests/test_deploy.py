@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_recu.deploy import ConversionError, census, convert, verify
-from keras_recu.layers import QuantConv2D, QuantDense, ReCUConv2D
+from keras_recu.layers import ChannelZeroPad, QuantConv2D, QuantDense, ReCUConv2D
 from tests.model_utils import randomize_batch_norm
 
 # Conversion needs TensorFlow and larq-compute-engine: the TensorFlow backend only.
@@ -13,13 +13,19 @@ pytestmark = pytest.mark.tf_only
 
 
 def shortcut_a(x, filters):
-    """Option A: 2x2 average pool, then zero-pad the new channels."""
+    """Option A: 2x2 average pool, then zero-pad the new channels (in a Lambda: any Keras model converts)."""
     x = keras.layers.AveragePooling2D(2)(x)
     extra = filters - x.shape[-1]
     return keras.layers.Lambda(lambda t: keras.ops.pad(t, [(0, 0), (0, 0), (0, 0), (0, extra)]))(x)
 
 
-def resnet_style(input_shape=(16, 16, 3), classes=10):
+def shortcut_a_layer(x, filters):
+    """Option A with keras_recu's ChannelZeroPad, which saves and rebuilds from its config."""
+    x = keras.layers.AveragePooling2D(2)(x)
+    return ChannelZeroPad((0, filters - x.shape[-1]))(x)
+
+
+def resnet_style(input_shape=(16, 16, 3), classes=10, shortcut_a=shortcut_a):
     """Bi-Real-style ResNet: every binary conv has its own residual and hardtanh."""
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
@@ -103,9 +109,49 @@ def test_unrecognized_sign_pattern_is_refused():
         convert(model)
 
 
-def test_mixed_precision_is_refused_with_the_fix():
-    keras.config.set_dtype_policy("mixed_float16")
-    model = keras.Sequential([keras.Input((8, 8, 4)), ReCUConv2D(8, 3)])
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_model_converts_as_its_float32_twin(policy, rng):
+    from keras_recu import precision
+
+    with precision.policy_scope(policy):
+        model = resnet_style(shortcut_a=shortcut_a_layer)
+    randomize_batch_norm(model, rng)
+    with precision.policy_scope("float32"):
+        twin = resnet_style(shortcut_a=shortcut_a_layer)
+    twin.set_weights(model.get_weights())
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    flatbuffer = convert(model)
+    assert census(flatbuffer) == census(convert(twin)) and census(flatbuffer)["LceBconv2d"] == 4
+    images = rng.normal(size=(16, 16, 16, 3)).astype("float32")
+    # The float32 model built with the same weights converts to the same function (layer names aside).
+    run = lambda buffer: np.asarray(Interpreter(buffer).predict(images))  # noqa: E731
+    np.testing.assert_array_equal(run(flatbuffer), run(convert(twin)))
+    report = verify(model, flatbuffer, images)
+    assert report.is_binary and report.verified and report.trained_policy == policy
+    assert f"computes under {policy}: converted and verified as its float32 twin" in str(report)
+    # Verified against the float32 twin: the same answers as float32 Keras to float32 rounding.
+    assert report.max_rel_error < 1e-3
+    assert verify(twin, flatbuffer, images).trained_policy is None
+
+
+def test_a_mixed_model_that_cannot_be_rebuilt_from_its_config_is_refused_with_the_fix():
+    from keras_recu import precision
+
+    with precision.policy_scope("mixed_bfloat16"):
+        model = resnet_style()  # a Lambda whose function reads a global: its config cannot rebuild it
+    with pytest.raises(ConversionError, match=r"cannot rebuild .* in float32 .*set_weights"):
+        convert(model)
+
+
+def test_a_tf_keras_model_under_a_mixed_policy_is_refused_with_the_fix():
+    import tf_keras
+
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tf_keras.Sequential([tf_keras.Input((8, 8, 4)), tf_keras.layers.Conv2D(8, 3)])
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
     with pytest.raises(ConversionError, match=r"reduced precision: .*mixed_float16.*set_weights"):
         convert(model)
 

@@ -61,12 +61,33 @@ def build_model(config: TrainConfig, info, steps_per_epoch: int):
     """
     import keras
 
+    from keras_recu import precision
+
+    # Layers take the global dtype policy when they are created (keras_recu.precision says where each dtype
+    # lives). Under mixed_float16, compile wraps the optimizer in Keras' LossScaleOptimizer.
+    with precision.policy_scope(config.dtype_policy):
+        student = _student(config, info)
+        model = student if config.teacher is None else _distiller(config, info, student)
+        model.compile(
+            optimizer=optimizer(config, steps_per_epoch),
+            # Validation (and training without a teacher): cross-entropy on the labels.
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            # --jit-compile is TensorFlow's XLA switch. On JAX, jit_compile=False
+            # would run every step eagerly; on torch, True would mean torch.compile.
+            jit_compile={"tensorflow": config.jit_compile, "jax": True}.get(backend(), False),
+        )
+    return model, student
+
+
+def _student(config: TrainConfig, info):
+    """The model `config` trains, as its builder makes it for the data set `info`."""
     from keras_recu import models
 
     options = {} if config.stage is None else {"binary_weights": config.stage == 2}
     if config.padding is not None:
         options["padding"] = config.padding
-    student = models.get(config.model)(
+    return models.get(config.model)(
         input_shape=info.input_shape,
         num_classes=info.num_classes,
         tau=config.tau_min,
@@ -75,26 +96,18 @@ def build_model(config: TrainConfig, info, steps_per_epoch: int):
         sync_batch_norm=config.strategy in TF_STRATEGIES,
         **options,
     )
-    model = student
-    if config.teacher is not None:
-        from keras_recu.app.distill import Distiller, load_teacher
 
-        try:
-            teacher = load_teacher(config.teacher, info.input_shape, info.mean, info.std,
-                                   num_classes=info.num_classes, download=config.download)
-            model = Distiller(student, teacher, name="distiller")
-        except ValueError as error:
-            raise ConfigError(f"--teacher {config.teacher}: {error}") from None
-    model.compile(
-        optimizer=optimizer(config, steps_per_epoch),
-        # Validation (and training without a teacher): cross-entropy on the labels.
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        # --jit-compile is TensorFlow's XLA switch. On JAX, jit_compile=False
-        # would run every step eagerly; on torch, True would mean torch.compile.
-        jit_compile={"tensorflow": config.jit_compile, "jax": True}.get(backend(), False),
-    )
-    return model, student
+
+def _distiller(config: TrainConfig, info, student):
+    """`student` inside a `Distiller` with the teacher `config.teacher`."""
+    from keras_recu.app.distill import Distiller, load_teacher
+
+    try:
+        teacher = load_teacher(config.teacher, info.input_shape, info.mean, info.std,
+                               num_classes=info.num_classes, download=config.download)
+        return Distiller(student, teacher, name="distiller")
+    except ValueError as error:
+        raise ConfigError(f"--teacher {config.teacher}: {error}") from None
 
 
 def binary_kernels(model, count: int = 3) -> Dict[str, np.ndarray]:

@@ -149,6 +149,10 @@ def _report_train(out: Path, metrics: dict) -> int:
         return 0
     deployment = metrics["deployment"]
     print(f"\nTest accuracy {metrics['test_accuracy']:.2%}.")
+    if "float32_twin" in metrics:
+        twin = metrics["float32_twin"]
+        print(f"Under {metrics['config']['dtype_policy']}; the float32 twin that is converted: test accuracy "
+              f"{twin['test_accuracy']:.2%}, the same class for {twin['argmax_agreement']:.2%} of the test images.")
     if deployment.get("converted"):
         print(
             f"LCE flatbuffer {deployment['flatbuffer_kib']} KiB, argmax agreement with Keras "

@@ -75,6 +75,7 @@ class TrainConfig:
     strategy: str = "default"
     seed: int = 0
     jit_compile: bool = False  # XLA on the TensorFlow backend (JAX always compiles)
+    dtype_policy: str = "float32"  # one of vocabulary.DTYPE_POLICIES; ReCU's statistics stay float32 (keras_recu.precision)
     verbose: Any = "auto"  # Keras' fit verbosity: "auto", 0, 1 or 2
     diagnostics: bool = False  # per-epoch weight diagnostics (keras_recu.diagnostics)
     recipe: str = "cifar"  # which of RECIPES gave the defaults (a record; every value is its own field)
@@ -224,6 +225,10 @@ class TrainConfig:
             )
         if self.verbose not in ("auto", 0, 1, 2) or isinstance(self.verbose, bool):
             raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2, got {self.verbose!r}.")
+        if self.dtype_policy not in vocabulary.DTYPE_POLICIES:
+            raise ValueError(
+                f"Unknown dtype_policy {self.dtype_policy!r}. Known: {', '.join(vocabulary.DTYPE_POLICIES)}."
+            )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}. Known: {', '.join(STRATEGIES)}.")
         check_strategy_backend(self.strategy)

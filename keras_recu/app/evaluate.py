@@ -28,7 +28,7 @@ from keras_recu.app.errors import RunError
 from keras_recu.app.messages import command_line, first_line
 from keras_recu.app.rundir import RunFiles
 
-__all__ = ["deploy", "evaluate", "finish", "first_images", "run_test_images"]
+__all__ = ["deploy", "evaluate", "finish", "first_images", "float32_twin_evaluation", "run_test_images"]
 
 
 def finish(config: TrainConfig, model, student, test, info, files: RunFiles, history: List[dict],
@@ -53,6 +53,8 @@ def finish(config: TrainConfig, model, student, test, info, files: RunFiles, his
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
     }
+    if config.dtype_policy != "float32":
+        metrics["float32_twin"] = float32_twin_evaluation(student, test)
     if config.diagnostics:
         metrics.update(diagnostics_metrics(columns, out / rundir.DIAGNOSTICS))
     if input_wait is not None:
@@ -71,6 +73,29 @@ def finish(config: TrainConfig, model, student, test, info, files: RunFiles, his
     metrics["deployment"] = deployment
     _write_reports(out, metrics, student, report_text)
     return metrics
+
+
+def float32_twin_evaluation(student, test) -> dict:
+    """Test accuracy of `student`'s float32 twin (the model deployment converts), and how often both agree.
+
+    A model trained under a mixed policy is deployed as its float32 twin
+    (`keras_recu.precision.as_float32`): the same weights computing in
+    float32. Its test accuracy beside the trained model's shows what the
+    policy's rounding changed; `argmax_agreement` is the share of test
+    images that both classify alike.
+    """
+    from keras_recu import precision
+
+    twin = precision.as_float32(student)
+    right = same = total = 0
+    for index in range(len(test)):
+        images, labels = (np.asarray(part) for part in test[index][:2])
+        float32 = np.asarray(twin.predict_on_batch(images)).argmax(axis=-1)
+        mixed = np.asarray(student.predict_on_batch(images), "float32").argmax(axis=-1)
+        right += int((float32 == labels.reshape(-1)).sum())
+        same += int((float32 == mixed).sum())
+        total += len(images)
+    return {"test_accuracy": right / total, "argmax_agreement": same / total, "test_examples": total}
 
 
 def _write_reports(out: Path, metrics: dict, student, report_text: str) -> None:
@@ -121,6 +146,8 @@ def _deployment_fields(report) -> dict:
         "tolerance": report.tolerance,
         "tie_ulps": report.tie_ulps,
         "agreeing_max_abs_error": report.agreeing_max_abs_error,
+        # A model trained under a mixed policy is converted and verified as its float32 twin.
+        "trained_policy": report.trained_policy,
         "disagreements": [dataclasses.asdict(disagreement) for disagreement in report.disagreements],
     }
 

@@ -98,7 +98,7 @@ def add_train_parser(commands) -> None:
     from keras_recu.app.config import TrainConfig
     from keras_recu.app.distribution import STRATEGIES
     from keras_recu.app.recipes import LR_SCHEDULES, OPTIMIZERS, RECIPES
-    from keras_recu.vocabulary import PADDINGS
+    from keras_recu.vocabulary import DTYPE_POLICIES, PADDINGS
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -185,6 +185,9 @@ def add_train_parser(commands) -> None:
     flag("--verify-samples", "test images to verify the flatbuffer on", type=positive_int)
     flag("--strategy", "mirrored, multiworker (TensorFlow) or data-parallel (JAX)", choices=STRATEGIES)
     flag("--jit-compile", "XLA on the TensorFlow backend (JAX always compiles)", action="store_true")
+    flag("--dtype-policy", "Keras dtype policy: float32, mixed_bfloat16 or mixed_float16 (with Keras' loss "
+         "scaling); ReCU's statistics and every variable stay float32, the model converts as its float32 twin",
+         choices=DTYPE_POLICIES)
     flag("--seed", "initial weights, data order and augmentation", type=non_negative_int)
     flag("--verbose", "Keras fit verbosity: auto, 0, 1 or 2", type=verbosity)
     flag("--diagnostics", "record dead share, quantization error, entropy and flip ratio per epoch",

@@ -165,6 +165,20 @@ def _verification_lines(deployment: dict) -> list:
     return lines
 
 
+def _precision_lines(config: dict, metrics: dict) -> list:
+    """Under a mixed policy: where each dtype lived, and the float32 twin that deployment converts."""
+    policy = config.get("dtype_policy", "float32")
+    twin = metrics.get("float32_twin")
+    if policy == "float32" or not twin:
+        return []
+    return [
+        f"- trained under `{policy}`: variables and ReCU's statistics in float32, binarized kernels, activations "
+        f"and layer outputs in {policy.split('_', 1)[1]}; its float32 twin (the same weights, converted below) has "
+        f"test accuracy {twin['test_accuracy']:.2%} and classifies {twin['argmax_agreement']:.2%} of the "
+        f"{twin['test_examples']} test images as the trained model does"
+    ]
+
+
 def _recipe_lines(config: dict, metrics: dict) -> list:
     """What the recipe was: optimizer, decay rule, distillation and stage (none for a plain CIFAR-recipe run)."""
     lines = []
@@ -211,6 +225,7 @@ def write_report(out: Path, metrics: dict, initial: Dict[str, np.ndarray], final
         + (f", trained on the {metrics['backend']} backend" if metrics.get("backend") else ""),
         f"- {metrics['parameters']:,} parameters; tau {config['tau_min']} -> {config['tau_max']}",
         *_recipe_lines(config, metrics),
+        *_precision_lines(config, metrics),
         *(
             [f"- input pipeline: training waited {metrics['input_wait_this_session']['seconds']} s for decoded "
              f"batches over {metrics['input_wait_this_session']['batches']} batches "

@@ -1,7 +1,8 @@
 """What `convert` refuses before and after converting, each refusal naming the layers and the fix.
 
-Before: a Keras 3 model on a backend other than TensorFlow, a reduced-precision
-dtype policy, an inference type other than float32 or int8, and a zero-padded
+Before: a Keras 3 model on a backend other than TensorFlow, a tf-keras model
+under a reduced-precision dtype policy (a Keras 3 one is converted as its
+float32 twin, `float32_graph`), an inference type other than float32 or int8, and a zero-padded
 binary conv on a map smaller than its kernel (which LCE 0.16 would convert to
 wrong outputs). After: the reason each binary layer that LCE left in float
 could not become a binary op.
@@ -13,7 +14,7 @@ from typing import Any, Dict, Optional, Union
 
 import keras
 
-from keras_recu import inspection
+from keras_recu import inspection, precision
 from keras_recu.inspection import BinaryLayer, binary_layers
 
 # What LCE 0.16 cannot execute in binary, whatever the graph looks like.
@@ -48,8 +49,25 @@ def check_backend(model: Any) -> None:
         )
 
 
+def float32_graph(model: Any) -> Any:
+    """What LCE converts for `model`: itself, or its float32 twin when a Keras 3 model computes under a mixed policy.
+
+    A mixed-precision model holds float32 weights; LCE converts float32
+    graphs only, so the twin (`keras_recu.precision.as_float32`: the same
+    layers and weights, every policy float32) is what gets converted and
+    verified. A tf-keras model under a mixed policy is refused, with the fix.
+    """
+    if is_keras3(model):
+        try:
+            return precision.as_float32(model)
+        except ValueError as error:
+            raise ConversionError(f"convert() converts a mixed-precision model as its float32 twin, but {error}") from None
+    check_float32(model)
+    return model
+
+
 def check_float32(model: Any) -> None:
-    """Refuse a model with layers computing in reduced precision: LCE converts float32 graphs only."""
+    """Refuse a model with layers computing in reduced precision (tf-keras: `float32_graph` rebuilds Keras 3 ones)."""
     reduced = sorted(
         {
             f"{layer.name} ({layer.dtype_policy.name})"
@@ -61,8 +79,8 @@ def check_float32(model: Any) -> None:
         raise ConversionError(
             "convert() needs a float32 model, but these layers compute in reduced "
             f"precision: {', '.join(reduced)}. LCE converts float32 graphs only. "
-            "Rebuild the model under keras.config.set_dtype_policy('float32') and "
-            "copy the trained weights into it (float_model.set_weights(model.get_weights()))."
+            "Rebuild the model under a float32 policy and copy the trained weights into it "
+            "(float_model.set_weights(model.get_weights()))."
         )
 
 

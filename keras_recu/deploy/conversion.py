@@ -9,9 +9,9 @@ from typing import Any, Dict, Optional, Sequence, Union
 from keras_recu.deploy.checks import (
     ConversionError,
     check_backend,
-    check_float32,
     check_input_sizes,
     explain_float_layer,
+    float32_graph,
     inference_type,
     is_keras3,
 )
@@ -36,7 +36,10 @@ def convert(
     (`larq_compute_engine.convert_keras_model`).
 
     Args:
-        model: a built float32 Keras 3 or tf-keras model.
+        model: a built Keras 3 or tf-keras model. A Keras 3 model under a
+            mixed policy (`mixed_bfloat16`, `mixed_float16`) is converted
+            as its float32 twin: the same weights, every layer in float32
+            (`keras_recu.precision.as_float32`).
         path: where to write the flatbuffer (optional).
         target: LCE's target, "arm" (default) or "xcore".
         inference_input_type, inference_output_type: "float32" or "int8".
@@ -61,7 +64,8 @@ def convert(
 
     Raises:
         ConversionError: a Keras 3 model on a backend other than TensorFlow
-            (save it and use `convert_saved`), a reduced-precision policy, a
+            (save it and use `convert_saved`), a tf-keras model under a
+            reduced-precision policy, a
             zero-padded binary conv on a map smaller than its kernel, or a
             binary layer that would run in float (unless `allow_float`);
             the message names the layers and the fix.
@@ -69,7 +73,7 @@ def convert(
     check_backend(model)
     import larq_compute_engine as lce
 
-    check_float32(model)
+    model = float32_graph(model)
     check_input_sizes(model)
     options = dict(
         inference_input_type=inference_type(inference_input_type),

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from keras_recu import inspection
+from keras_recu import inspection, precision
+from keras_recu.deploy.checks import float32_graph
 from keras_recu.deploy.operators import census, float_binary_layers
 from keras_recu.deploy.ties import LOGIT_TOLERANCE, TIE_ULPS, Disagreement, classify, summarize, tie_threshold
 from keras_recu.inspection import binary_layers
@@ -39,6 +40,9 @@ class VerificationReport:
     tie_ulps: float = TIE_ULPS
     #: The largest |flatbuffer - Keras| over the images that agree: the float32 difference without a flip.
     agreeing_max_abs_error: float = 0.0
+    #: The mixed policy the model was given in ("mixed_bfloat16"), or None: such a model is
+    #: converted and verified as its float32 twin, the same weights (`keras_recu.precision`).
+    trained_policy: Optional[str] = None
 
     def __post_init__(self) -> None:
         # as_dict() writes each disagreement as a dict; rebuild them.
@@ -92,8 +96,15 @@ class VerificationReport:
                 f"verdict: {self.verdict}; agreeing {self.agreeing} (max |error| {self.agreeing_max_abs_error:.2g}), "
                 f"sign ties {self.ties}, unexplained {self.unexplained}",
                 *shown,
+                *self._policy_line(),
             ]
         )
+
+    def _policy_line(self) -> List[str]:
+        if self.trained_policy is None:
+            return []
+        return [f"the model computes under {self.trained_policy}: converted and verified as its float32 twin "
+                "(the same weights, every layer in float32)"]
 
 
 #: How many disagreements `str(report)` lists.
@@ -249,9 +260,15 @@ def verify(model: Any, flatbuffer: bytes, inputs: np.ndarray, num_threads: int =
     module `keras_recu.deploy.ties` says why ties happen and where the
     thresholds come from.
 
+    A Keras 3 model under a mixed policy is compared as its float32 twin,
+    the model `convert` converts (`keras_recu.deploy.checks.float32_graph`);
+    `report.trained_policy` names the policy.
+
     Raises `ValueError` for inputs that are not all finite: a NaN compares
     with nothing.
     """
+    trained_policy = precision.mixed_policy(model)
+    model = float32_graph(model)
     inputs = np.asarray(inputs, dtype="float32")
     if not np.isfinite(inputs).all():
         bad = int(np.size(inputs) - np.isfinite(inputs).sum())
@@ -297,4 +314,5 @@ def verify(model: Any, flatbuffer: bytes, inputs: np.ndarray, num_threads: int =
         tolerance=tolerance,
         tie_ulps=tie_ulps,
         agreeing_max_abs_error=float(per_image[agreeing].max()) if agreeing.any() else 0.0,
+        trained_policy=trained_policy,
     )

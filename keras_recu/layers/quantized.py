@@ -27,13 +27,16 @@ def _quantize(quantizer, x):
 
 
 def _latent_kernel(layer):
-    # Inside `call`, Keras reads variables in the layer's compute dtype
-    # (float16 under mixed_float16), except that on TensorFlow
-    # `ops.convert_to_tensor` hands on the variable itself, which a quantizer
-    # (autocast=False) would read in float32. One explicit cast makes every
-    # backend compute alike; the quantizers run ReCU's statistics in float32
-    # and return this dtype.
-    return ops.cast(layer.kernel, layer.compute_dtype)
+    # Created without autocast (`QuantizerSlots.add_weight`), the latent
+    # kernel reads as float32 inside `call` under any policy, on every
+    # backend: the quantizer computes ReCU's statistics on the stored values.
+    return layer.kernel
+
+
+def _in_compute_dtype(layer, kernel):
+    # After the quantizer: the binarized kernel (and its scale) in the
+    # layer's compute dtype, which holds +-1 exactly.
+    return ops.cast(kernel, layer.compute_dtype)
 
 
 class QuantizerSlots:
@@ -48,6 +51,18 @@ class QuantizerSlots:
 
     #: The names of the layer's quantizer arguments and attributes.
     quantizer_names: Tuple[str, ...] = ()
+
+    #: The variables a quantizer reads, created without Keras' autocast: under
+    #: a mixed policy Keras would read every variable in the compute dtype
+    #: inside `call`, and ReCU's standardization and tau quantile would see
+    #: bfloat16-rounded weights. (Keras keeps its own float32-only variables
+    #: the same way.)
+    latent_kernel_names: Tuple[str, ...] = ("kernel",)
+
+    def add_weight(self, *args: Any, **kwargs: Any):
+        if kwargs.get("name") in self.latent_kernel_names:
+            kwargs["autocast"] = False
+        return super().add_weight(*args, **kwargs)
 
     def _set_quantizers(self, **given: Any) -> None:
         for name in self.quantizer_names:
@@ -169,7 +184,7 @@ class QuantConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Conv2D):
         if flips:
             inputs = ops.flip(inputs, axis=flips)
         inputs = _quantize(self.input_quantizer, inputs)
-        kernel = _quantize(self.kernel_quantizer, _latent_kernel(self))
+        kernel = _in_compute_dtype(self, _quantize(self.kernel_quantizer, _latent_kernel(self)))
         if flips:
             kernel = ops.flip(kernel, axis=tuple(self._spatial_axes().index(a) for a in flips))
         inputs, padding = self._explicit_padding(inputs)
@@ -233,6 +248,7 @@ class QuantDepthwiseConv2D(QuantizerSlots, _QuantConvBase, keras.layers.Depthwis
             kh, kw, cin, mult = kernel.shape
             filters = ops.reshape(kernel, (kh, kw, 1, cin * mult))
             kernel = ops.reshape(self.depthwise_quantizer(filters), (kh, kw, cin, mult))
+        kernel = _in_compute_dtype(self, kernel)
         if flips:
             kernel = ops.flip(kernel, axis=tuple(self._spatial_axes().index(a) for a in flips))
         inputs, padding = self._explicit_padding(inputs)
@@ -269,7 +285,7 @@ class QuantDense(QuantizerSlots, keras.layers.Dense):
 
     def call(self, inputs):
         inputs = _quantize(self.input_quantizer, inputs)
-        kernel = _quantize(self.kernel_quantizer, _latent_kernel(self))
+        kernel = _in_compute_dtype(self, _quantize(self.kernel_quantizer, _latent_kernel(self)))
         outputs = ops.matmul(inputs, kernel)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
