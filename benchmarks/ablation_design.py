@@ -58,9 +58,11 @@ class Budget:
 _SWEEP_RATES = (0.03, 0.1, 0.3, 1.0, 3.0)
 BUDGETS: Dict[str, Budget] = {
     "smoke": Budget(2, 512, 256, 128, 1, sweep="sweep-smoke"),
+    "tiny": Budget(1, 256, 128, 128, 1, sweep="sweep-tiny"),  # the GPU driver's CPU smoke: one epoch
     "quick": Budget(3, 7000, 2000, 128, 2, sweep="sweep-quick"),
     **{f"full-e{e}": Budget(e, None, None, 256, 3, sweep="sweep-e4") for e in (10, 15, 20, 30, 50)},
     "sweep-smoke": Budget(1, 768, 256, 128, 1, validation=256, learning_rates=(0.1, 1.0)),
+    "sweep-tiny": Budget(1, 384, 128, 128, 1, validation=128, learning_rates=(1.0,)),
     "sweep-quick": Budget(3, 9000, 256, 128, 1, validation=2000, learning_rates=_SWEEP_RATES),
     "sweep-e4": Budget(4, None, 256, 256, 3, validation=10000, learning_rates=_SWEEP_RATES),
 }

@@ -77,6 +77,10 @@ def _sweep_split(train, info, validation: int, batch_size: int, seed: int):
 
 def run_one(args: argparse.Namespace) -> int:
     """Train one (variant, seed[, learning rate]) and append its rows; GAVE_UP if it would miss the deadline."""
+    refusal = policy_conflict(Path(args.out), args.budget, args.dtype_policy)
+    if refusal:
+        print(refusal, flush=True)
+        return POLICY_REFUSED
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         harness.hide_tensorflow()  # as on the GPU machine; see harness.hide_tensorflow
     import keras
@@ -88,10 +92,6 @@ def run_one(args: argparse.Namespace) -> int:
 
     from benchmarks.recorder import Recorder
 
-    refusal = policy_conflict(Path(args.out), args.budget, args.dtype_policy)
-    if refusal:
-        print(refusal, flush=True)
-        return POLICY_REFUSED
     budget, started = BUDGETS[args.budget], time.time()
     keras.utils.set_random_seed(args.seed)
     # Before the model is built: its layers take their compute and variable dtypes from the global policy.

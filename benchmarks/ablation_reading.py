@@ -94,7 +94,8 @@ def pair_table(by_variant: ByVariant) -> List[str]:
             for (a, b), d in tests.items()]
     untested = [f"{a} − {b}" for a, b in PAIRS if (a, b) not in tests]
     lines = [f"## Differences (test accuracy, points; Welch's t-test, two-sided; Bonferroni over {k} pairs)", "",
-             markdown_table(["pair", "difference", "95% CI", "p", f"p x {k}", "reading"], rows)]
+             markdown_table(["pair", "difference", "95% CI", "p", f"p x {k}", "reading"], rows) if rows
+             else "No pair has two seeds on each side yet.\n"]
     if untested:
         lines += [f"Not tested (a side has fewer than two seeds): {', '.join(untested)}.", ""]
     return lines

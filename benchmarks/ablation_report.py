@@ -220,7 +220,8 @@ def _histogram_figure(by_variant, histograms, path: Path) -> None:
             edges = np.linspace(float(mine[0]["low"]), float(mine[0]["high"]), len(counts) + 1)
             axis.stairs(counts / counts.sum(), edges, color=color, label=f"{stage} (epoch {mine[0]['epoch']})")
         axis.set(title=name, yscale="log", xlabel="standardized latent weight")
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:  # a variant without histograms has none
+            axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(by_variant):]:
         axis.set_visible(False)
     figure.suptitle("Latent weights of the binary layers, standardized per channel (shares of weights)")
