@@ -213,7 +213,8 @@ def policy_line(runs: Sequence[Dict[str, str]]) -> str:
     """The dtype policy the rows ran under, or a warning that they mix policies."""
     counts = policy_counts(runs)
     if len(counts) == 1:
-        return f"dtype policy: {next(iter(counts))} (all {len(runs)} rows; rows from before the column read as float32)."
+        return (f"dtype policy: {next(iter(counts))} (all {len(runs)} rows; "
+                "rows from before the column read as float32).")
     return ("dtype policy: MIXED (" + ", ".join(f"{n} rows {p}" for p, n in sorted(counts.items()))
             + "): these rows are not one experiment; compare within a policy only.")
 

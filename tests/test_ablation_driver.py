@@ -33,6 +33,7 @@ def test_the_driver_smoke_runs_the_session_on_cpu_with_a_mixed_bfloat16_row(tmp_
     (sweep,) = ablation_design.stores(results, "sweep-tiny")["runs"].rows()
     assert sweep["dtype_policy"] == "float32" and math.isfinite(float(sweep["test_accuracy"]))
     returned = {path.name for path in out.iterdir()}
-    assert {"results.tar.gz", "ablation-tiny.csv", "ablation-tiny-report.md", "ablation-sweep-tiny-report.md"} <= returned
+    expected = {"results.tar.gz", "ablation-tiny.csv", "ablation-tiny-report.md", "ablation-sweep-tiny-report.md"}
+    assert expected <= returned
     assert "dtype policy: mixed_bfloat16" in (out / "ablation-tiny-report.md").read_text()
     assert '"rows": {"sweep-tiny": 1, "tiny": 1}' in done.stdout

@@ -12,6 +12,8 @@ sweep read with three seeds per rate, and the GPU driver's planning
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from benchmarks import ablation, ablation_campaign, ablation_design, ablation_on
 from benchmarks.ablation_report import report
 from benchmarks.campaign import RowStore
 from benchmarks.gpu import driver
+from benchmarks.launch import ROOT
 
 OLD_COLUMNS = tuple(c for c in ablation_design.RUN_COLUMNS if c != "dtype_policy")
 
@@ -136,7 +139,7 @@ def test_the_reading_answers_the_four_questions_and_says_what_is_missing(e50_rep
     assert "standardize_only 0.210" in questions  # the seed mean of latent_quant_error (0.20, 0.21, 0.22)
     side = text.split("## 20 epochs (`full-e20`, float32) beside 50 epochs (`full-e50`, mixed_bfloat16)")[1]
     change = 100 * (np.mean(E50["recu"]) - np.mean(E20["recu"]))
-    assert f"| recu | 91.40 ± 0.10 [" in side and f"| {change:+.2f} |" in side
+    assert "| recu | 91.40 ± 0.10 [" in side and f"| {change:+.2f} |" in side
     assert "| ste | not measured |" in side
     missing = text.split("## Missing runs")[1]
     assert "full_precision: seeds 0, 1, 2" in missing and "tau_fixed_0.99: seed 2" in missing
@@ -154,7 +157,7 @@ def test_the_ste_sweep_reads_three_seeds_per_rate(tmp_path):
         assert f"| {rate:g} | {len(seeds)} | {pct.mean():.2f}{spread}" in text
     assert "| 0.3 | 3 |" in text and "s0 78.00, s1 77.00, s2 79.00" in text
     test = stats.ttest_ind(values[0.3], values[1.0], equal_var=False)
-    assert "Chosen: 0.3" in text and f"on 3 seed(s). Against the runner-up 1: " in text
+    assert "Chosen: 0.3" in text and "on 3 seed(s). Against the runner-up 1: " in text
     assert f"{100 * (np.mean(values[0.3]) - np.mean(values[1.0])):+.2f} points" in text
     assert f"p = {test.pvalue:.3f} (Welch)" in text
     assert "rate 0.03: seeds 0, 1, 2" in text and "rate 3: seeds 1, 2" in text and "rate 1:" not in text
@@ -193,3 +196,18 @@ def test_the_driver_plans_from_measured_rows(tmp_path):
     assert driver.sweep_pending(ablation_design.RESULTS, "sweep-e4") == 15 - len(
         ablation_design.stores(ablation_design.RESULTS, "sweep-e4")["runs"].rows())
     assert math.isclose(driver.SAFETY, 1.1)
+
+
+def test_writers_racing_a_migration_lose_no_row(tmp_path):
+    """Four processes append to an old-header file at once: one migrates, the others reopen the new file."""
+    path = tmp_path / "r.csv"
+    RowStore(path, ("writer", "i")).append([{"writer": "old", "i": i} for i in range(3)])
+    code = ("import sys; from benchmarks.campaign import RowStore\n"
+            "s = RowStore(sys.argv[1], ('writer', 'i', 'policy'), defaults={'policy': 'float32'})\n"
+            "for i in range(30): s.append([{'writer': sys.argv[2], 'i': i, 'policy': 'bf16'}])")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w)], cwd=ROOT) for w in range(4)]
+    assert all(w.wait(60) == 0 for w in writers)
+    rows = RowStore(path, ("writer", "i", "policy")).rows()
+    assert sorted((r["writer"], int(r["i"]), r["policy"]) for r in rows) == sorted(
+        [("old", i, "float32") for i in range(3)] + [(str(w), i, "bf16") for w in range(4) for i in range(30)])
+    assert path.read_text().startswith("writer,i,policy\n") and path.read_text().count("writer,") == 1
