@@ -56,6 +56,7 @@ SPEED_COMMANDS: Tuple[Tuple[str, ...], ...] = ()
 SPEED_SECONDS = 150
 # ---------------------------------------------------------------------------------------------------------------
 SMOKE_SPEED_COMMANDS: Tuple[Tuple[str, ...], ...] = (("benchmarks.ablation", "budgets"),)
+SMOKE_VARIANTS = ("recu",)  # the smoke's full budget: one run, enough to cross the whole path
 
 #: (sweep, full budget, the measured budget whose rows are the full budget's prior), on the GPU and in the smoke.
 BUDGET_NAMES = {False: ("sweep-e4", "full-e50", "full-e20"), True: ("sweep-tiny", "tiny", "smoke")}
@@ -173,7 +174,7 @@ def run_ablation(args, results: Path, out: Path, end: float) -> str:
         start("benchmarks.ablation", ["run", "--budget", sweep, "--parallel", SWEEP_PARALLEL, "--deadline", deadline,
                                       *(["--estimate", sweep_estimate] if sweep_estimate else []), *common]),
         start("benchmarks.ablation", ["run", "--budget", full, "--parallel", FULL_PARALLEL, "--deadline", deadline,
-                                      "--variants", ",".join(variants if not args.smoke else ["recu"]),
+                                      "--variants", ",".join(SMOKE_VARIANTS if args.smoke else variants),
                                       "--dtype-policy", policy, *(["--estimate", estimate] if estimate else []),
                                       *common]),
     ]
