@@ -232,6 +232,5 @@ def missing(budget: str, runs: Sequence[Dict[str, str]]) -> List[str]:
     lacking = [f"{name}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" for name, s in groups.items() if s]
     if not lacking:
         return [f"Complete: every run of `{budget}` is recorded.", ""]
-    return ["## Missing runs", "", f"Not measured yet (needs the GPU session, "
-            f"`python -m benchmarks.ablation run --budget {budget}`, or `bash benchmarks/gpu/run.sh`): "
-            + "; ".join(lacking) + ".", ""]
+    return ["## Missing runs", "", f"Not measured yet (needs a GPU session: "
+            f"`python -m benchmarks.ablation run --budget {budget}`): " + "; ".join(lacking) + ".", ""]
