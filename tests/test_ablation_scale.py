@@ -172,10 +172,14 @@ def test_the_driver_plans_from_measured_rows(tmp_path):
     results, out, records = (tmp_path / name for name in ("results", "out", "records"))
     for folder in (results, out, records):
         folder.mkdir()
-    assert driver.choose_policy(results, "full-e50", out, None, records)[0] == "float32"  # nothing measured
+    cpu = {"device": "cpu"}
+    (records / "cpu.json").write_text(json.dumps({"benchmark": "train_step engines", "result": {"variants": {
+        "keras-jax": {"median_ms": 9.0, "facts": cpu}, "keras-jax-bf16": {"median_ms": 1.0, "facts": cpu}}}}))
+    assert driver.choose_policy(results, "full-e50", out, None, records)[0] == "float32"  # no GPU step measured
 
     def engines(f32, bf16):
-        variants = {"keras-jax": {"median_ms": f32}, "keras-jax-bf16": {"median_ms": bf16}}
+        gpu = {"device": "NVIDIA H200"}
+        variants = {"keras-jax": {"median_ms": f32, "facts": gpu}, "keras-jax-bf16": {"median_ms": bf16, "facts": gpu}}
         (out / "train_step.json").write_text(json.dumps({"benchmark": "train_step engines",
                                                          "result": {"variants": variants}}))
 

@@ -109,8 +109,9 @@ def prior_seconds(results: Path, budget: str, prior: str, policy: str) -> Option
 def step_times(*folders: Path) -> Dict[str, float]:
     """Median step milliseconds of each `train_step engines` engine in the JSON records in `folders`.
 
-    A later folder's figure replaces an earlier one's: pass the committed
-    records first and this session's $OUT last.
+    Only steps timed on a device other than the CPU count. A later folder's
+    figure replaces an earlier one's: pass the committed records first and
+    this session's $OUT last.
     """
     times: Dict[str, float] = {}
     for path in [path for folder in folders for path in sorted(folder.glob("*.json"))]:
@@ -118,10 +119,11 @@ def step_times(*folders: Path) -> Dict[str, float]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("benchmark") == "train_step engines":
-            for engine, result in record.get("result", {}).get("variants", {}).items():
-                if isinstance(result, dict) and "median_ms" in result:
-                    times[engine] = float(result["median_ms"])
+        variants = record.get("result") if record.get("benchmark") == "train_step engines" else None
+        for engine, result in (variants.get("variants", {}) if isinstance(variants, dict) else {}).items():
+            device = str(result.get("facts", {}).get("device", "")) if isinstance(result, dict) else ""
+            if device and not device.lower().startswith("cpu") and "median_ms" in result:  # a GPU's step only
+                times[engine] = float(result["median_ms"])
     return times
 
 
