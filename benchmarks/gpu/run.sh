@@ -6,8 +6,9 @@
 #
 # Before the call, on the machine that makes the call, from the repository root (the GPU machine has no
 # network; it runs Python 3.12):
-#   pip download keras==3.15.1 namex optree --no-deps -d .whl --only-binary=:all: \
-#       --python-version 3.12 --platform manylinux2014_x86_64        # versions: constraints.txt; ~3 MB
+#   pip download keras==3.15.1 namex==0.1.0 optree==0.20.0 --no-deps -d .whl --only-binary=:all: \
+#       --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64
+#   # the versions of constraints.txt; 3 wheels, 2.8 MB (optree's is cp312 manylinux_2_28)
 #   mkdir -p .data && cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .data/    # the 4 IDX files, ~30 MB
 # The call (carry [".whl", ".data"]; expected wall time 570-590 s: preflight ~20 s, then the driver ends
 # everything by 560 s after this script started; give it timeout_s=600):
