@@ -13,6 +13,7 @@ columns, and the reading of the numbers: BENCHMARKS.md, "Ablation campaign".
     python -m benchmarks.ablation budgets
     python -m benchmarks.ablation run --budget sweep-e4      # ste learning rates
     python -m benchmarks.ablation run --budget full-e10 --parallel 1
+    python -m benchmarks.ablation run --budget full-e50 --dtype-policy mixed_bfloat16
     python -m benchmarks.ablation report --budget full-e10
 
 This module is the layer above the campaign (`ablation_campaign.py`), one
@@ -33,7 +34,7 @@ from pathlib import Path  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
 from benchmarks import ablation_campaign, ablation_one, ablation_report  # noqa: E402
-from benchmarks.ablation_design import BUDGETS, RESULTS, VARIANTS  # noqa: E402
+from benchmarks.ablation_design import BUDGETS, DTYPE_POLICIES, RESULTS, VARIANTS  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -51,6 +52,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         c.add_argument("--data-dir", help="directory of the four Fashion-MNIST IDX files")
         c.add_argument("--weight-decay", type=float, default=5e-4)
         c.add_argument("--learning-rate", type=float, default=0.1)
+        c.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default=None if name == "run" else DTYPE_POLICIES[0],
+                       help="Keras dtype policy of every run (default for run: the budget's own, else float32); "
+                            "a budget never mixes policies")
         if name == "_one":
             c.add_argument("--variant", required=True, choices=sorted(VARIANTS))
             c.add_argument("--seed", type=int, required=True)

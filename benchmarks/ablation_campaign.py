@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import List, Tuple
 
 from benchmarks import harness
-from benchmarks.ablation_design import BUDGETS, VARIANTS, best_learning_rate, run_key, stores
-from benchmarks.campaign import Task, exit_on_sigterm, run_pool
+from benchmarks.ablation_design import (BUDGETS, DEFAULT_POLICY, VARIANTS, best_learning_rate, budget_policies,
+                                        policy_conflict, run_key, stores)
+from benchmarks.campaign import POLICY_REFUSED, Task, exit_on_sigterm, run_pool
 from benchmarks.launch import module_command, module_env
 
 #: The module whose `_one` subcommand performs one run (the ablation's command line).
@@ -43,7 +44,8 @@ def pending_tasks(args: argparse.Namespace) -> List[Task]:
     """The planned runs not yet in the budget's CSV, each as the command of an `_one` process."""
     out = Path(args.out)
     done = {run_key(row) for row in stores(out, args.budget)["runs"].rows()}
-    common = ["--budget", args.budget, "--out", out, "--weight-decay", args.weight_decay]
+    common = ["--budget", args.budget, "--out", out, "--weight-decay", args.weight_decay,
+              "--dtype-policy", args.dtype_policy]
     common += ["--data-dir", args.data_dir] if args.data_dir else []
     common += ["--deadline-at", args.deadline_at] if args.deadline_at else []
     return [Task(key, module_command(ONE_RUN, "_one", "--variant", variant, "--seed", seed,
@@ -52,13 +54,24 @@ def pending_tasks(args: argparse.Namespace) -> List[Task]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the budget's pending runs (`ablation.py run`); 1 if any failed."""
+    """Run the budget's pending runs (`ablation.py run`); 1 if any failed, POLICY_REFUSED if refused."""
     exit_on_sigterm()  # a parent's timeout ends the runs too (run_pool's cleanup)
+    if args.dtype_policy is None:  # the budget's own policy; a new budget's is Keras' default
+        held = budget_policies(Path(args.out), args.budget)
+        args.dtype_policy = max(held, key=held.get) if held else DEFAULT_POLICY
+    refusal = policy_conflict(Path(args.out), args.budget, args.dtype_policy)
+    if refusal:
+        print(refusal, flush=True)
+        return POLICY_REFUSED
     tasks = pending_tasks(args)
-    print(f"[{harness.now()}] budget {args.budget}: {len(tasks)} runs to do, {args.parallel} at once", flush=True)
+    print(f"[{harness.now()}] budget {args.budget} ({args.dtype_policy}): {len(tasks)} runs to do, "
+          f"{args.parallel} at once", flush=True)
     outcomes = run_pool(tasks, args.parallel, args.deadline_at, args.estimate,
                         log=lambda line: print(f"[{harness.now()}] {line}", flush=True), env=module_env())
     counts = {s: sum(o.status == s for o in outcomes)
               for s in ("done", "failed", "gave up", "abandoned", "not started")}
+    refused = sum(o.returncode == POLICY_REFUSED for o in outcomes)  # another campaign wrote first
+    counts["failed"] -= refused
+    counts.update({"refused (policy)": refused} if refused else {})
     print(f"[{harness.now()}] budget {args.budget}: {counts}", flush=True)
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] else POLICY_REFUSED if refused else 0

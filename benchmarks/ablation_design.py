@@ -9,7 +9,10 @@ share, defined once here:
 * `VARIANTS`: what each variant changes in ResNet-20 1w1a, and its tier;
 * `stores(out, budget)`: the budget's CSV records (`RUN_COLUMNS`,
   `EPOCH_COLUMNS`, `HISTOGRAM_COLUMNS`), `run_key` (what makes a run
-  unique) and `best_learning_rate` (a sweep's choice).
+  unique) and `best_learning_rate` (a sweep's choice);
+* `DTYPE_POLICIES`: the Keras dtype policies a budget may run under, one per
+  budget (`budget_policies`, `policy_conflict`): rows written before the
+  `dtype_policy` column existed ran under Keras' default and read as float32.
 
 >>> BUDGETS["full-e10"].sweep, VARIANTS["recu"].schedule
 ('sweep-e4', True)
@@ -27,6 +30,9 @@ from benchmarks.campaign import RowStore, number
 #: Where the campaign's CSVs, tables and figures live by default.
 RESULTS = Path(__file__).resolve().parent / "results"
 TAU_MIN, TAU_MAX, REFERENCE_TAU = 0.85, 0.99, 0.85
+#: The dtype policies a budget may run under (Keras' names); the first is Keras' default, that of old rows.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+DEFAULT_POLICY = DTYPE_POLICIES[0]
 #: Histogram of the standardized latent weights (Laplace scale 2): fixed edges, so runs add up.
 HIST_RANGE, HIST_BINS = (-12.0, 12.0), 96
 
@@ -52,9 +58,11 @@ class Budget:
 _SWEEP_RATES = (0.03, 0.1, 0.3, 1.0, 3.0)
 BUDGETS: Dict[str, Budget] = {
     "smoke": Budget(2, 512, 256, 128, 1, sweep="sweep-smoke"),
+    "tiny": Budget(1, 256, 128, 128, 1, sweep="sweep-tiny"),  # the GPU driver's CPU smoke: one epoch
     "quick": Budget(3, 7000, 2000, 128, 2, sweep="sweep-quick"),
     **{f"full-e{e}": Budget(e, None, None, 256, 3, sweep="sweep-e4") for e in (10, 15, 20, 30, 50)},
     "sweep-smoke": Budget(1, 768, 256, 128, 1, validation=256, learning_rates=(0.1, 1.0)),
+    "sweep-tiny": Budget(1, 384, 128, 128, 1, validation=128, learning_rates=(1.0,)),
     "sweep-quick": Budget(3, 9000, 256, 128, 1, validation=2000, learning_rates=_SWEEP_RATES),
     "sweep-e4": Budget(4, None, 256, 256, 3, validation=10000, learning_rates=_SWEEP_RATES),
 }
@@ -87,8 +95,10 @@ RUN_COLUMNS = (
     "batch_size", "learning_rate", "weight_decay", "tau", "backend", "device", "test_accuracy", "test_loss",
     "dead_share", "dead_share_085", "quant_error", "latent_quant_error", "entropy", "entropy_standardized",
     "binary_entropy", "flip_ratio", "flip_ratio_mean", "dead_share_init", "dead_share_085_init",
-    "quant_error_init", "seconds", "seconds_per_epoch", "date", "host", "versions",
+    "quant_error_init", "seconds", "seconds_per_epoch", "date", "host", "versions", "dtype_policy",
 )
+#: What a row written before a column existed holds in it (the CSVs are migrated with these).
+RUN_DEFAULTS = {"dtype_policy": DEFAULT_POLICY}
 EPOCH_COLUMNS = (
     "run_id", "variant", "seed", "epoch", "tau", "learning_rate", "loss", "accuracy", "val_loss",
     "val_accuracy", "dead_share", "dead_share_085", "quant_error", "latent_quant_error", "entropy",
@@ -101,7 +111,7 @@ HISTOGRAM_COLUMNS = ("run_id", "variant", "seed", "stage", "epoch", "low", "high
 def stores(out: Path, budget: str) -> Dict[str, RowStore]:
     """The budget's three CSV records in `out`: "runs", "epochs" and "histograms"."""
     return {
-        "runs": RowStore(out / f"ablation-{budget}.csv", RUN_COLUMNS),
+        "runs": RowStore(out / f"ablation-{budget}.csv", RUN_COLUMNS, RUN_DEFAULTS),
         "epochs": RowStore(out / f"ablation-{budget}-epochs.csv", EPOCH_COLUMNS),
         "histograms": RowStore(out / f"ablation-{budget}-histograms.csv", HISTOGRAM_COLUMNS),
     }
@@ -120,3 +130,26 @@ def best_learning_rate(out: Path, sweep: str) -> Optional[float]:
         by_rate.setdefault(float(row["learning_rate"]), []).append(number(row["test_accuracy"]))
     scored = [(sum(v) / len(v), -rate) for rate, v in by_rate.items() if not any(map(math.isnan, v))]
     return -max(scored)[1] if scored else None
+
+
+def row_policy(row) -> str:
+    """The dtype policy a run row was trained under (empty or absent: Keras' default, float32)."""
+    return row.get("dtype_policy") or DEFAULT_POLICY
+
+
+def budget_policies(out: Path, budget: str) -> Dict[str, int]:
+    """How many rows of the budget's CSV ran under each dtype policy ({} for a budget without rows)."""
+    counts: Dict[str, int] = {}
+    for row in stores(out, budget)["runs"].rows():
+        counts[row_policy(row)] = counts.get(row_policy(row), 0) + 1
+    return counts
+
+
+def policy_conflict(out: Path, budget: str, policy: str) -> Optional[str]:
+    """One line refusing `policy` if the budget already holds rows of another policy, else None."""
+    others = {name: n for name, n in budget_policies(out, budget).items() if name != policy}
+    if not others:
+        return None
+    held = ", ".join(f"{n} rows {name}" for name, n in sorted(others.items()))
+    return (f"refused: budget {budget} in {out} holds {held}; a budget is never mixed: run it with "
+            f"--dtype-policy {max(others, key=others.get)}, or write {policy} rows to another --out")

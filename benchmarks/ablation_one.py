@@ -22,8 +22,8 @@ from typing import List
 
 from benchmarks import harness
 from benchmarks.ablation_design import (BUDGETS, HIST_BINS, HIST_RANGE, REFERENCE_TAU, TAU_MAX, TAU_MIN,
-                                        VARIANTS, stores)
-from benchmarks.campaign import GAVE_UP
+                                        VARIANTS, policy_conflict, stores)
+from benchmarks.campaign import GAVE_UP, POLICY_REFUSED
 
 
 def build_variant(name: str, input_shape, num_classes: int, epochs: int):
@@ -77,6 +77,10 @@ def _sweep_split(train, info, validation: int, batch_size: int, seed: int):
 
 def run_one(args: argparse.Namespace) -> int:
     """Train one (variant, seed[, learning rate]) and append its rows; GAVE_UP if it would miss the deadline."""
+    refusal = policy_conflict(Path(args.out), args.budget, args.dtype_policy)
+    if refusal:
+        print(refusal, flush=True)
+        return POLICY_REFUSED
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         harness.hide_tensorflow()  # as on the GPU machine; see harness.hide_tensorflow
     import keras
@@ -90,6 +94,8 @@ def run_one(args: argparse.Namespace) -> int:
 
     budget, started = BUDGETS[args.budget], time.time()
     keras.utils.set_random_seed(args.seed)
+    # Before the model is built: its layers take their compute and variable dtypes from the global policy.
+    keras.config.set_dtype_policy(args.dtype_policy)
     train, test, info = data.load("fashion_mnist", budget.batch_size, data_dir=args.data_dir, augment=True,
                                   limit_train=budget.train, limit_test=budget.test, seed=args.seed,
                                   download=False)
@@ -120,12 +126,16 @@ def run_one(args: argparse.Namespace) -> int:
         "backend": keras.backend.backend(), "device": harness.device_description(keras.backend.backend()),
         "test_accuracy": epochs[-1]["val_accuracy"], "test_loss": epochs[-1]["val_loss"],
         "seconds": round(time.time() - started, 1), "date": harness.environment()["date"],
-        "host": os.uname().nodename, "versions": recorder.versions(),
+        "host": os.uname().nodename, "versions": recorder.versions(), "dtype_policy": args.dtype_policy,
     }
     out = stores(Path(args.out), args.budget)
+    refusal = policy_conflict(Path(args.out), args.budget, args.dtype_policy)  # another writer since the start
+    if refusal:
+        print(refusal, flush=True)
+        return POLICY_REFUSED
     out["epochs"].append({**common, **row} for row in epochs)
     out["histograms"].append({**common, **row} for row in recorder.histograms)
     out["runs"].append([run])  # last: the run counts as done only once its curves are stored
-    print(f"[{harness.now()}] done {recorder.label}: {evaluated_on} accuracy {100 * run['test_accuracy']:.2f}% "
-          f"in {run['seconds']:.0f} s", flush=True)
+    print(f"[{harness.now()}] done {recorder.label} ({args.dtype_policy}): {evaluated_on} accuracy "
+          f"{100 * run['test_accuracy']:.2f}% in {run['seconds']:.0f} s", flush=True)
     return 0

@@ -4,11 +4,14 @@ Writes, next to each other in the figures directory:
 
 * `ablation-<budget>-report.md`: per variant, test accuracy mean ± std and
   the 95% Student-t interval over seeds, and the final diagnostics (means
-  over seeds); the pairwise differences that decide the bar, each with
-  Welch's unequal-variance t-test (difference, its 95% interval, p,
-  two-sided); the gap between the best binary variant and the float twin.
-  For a sweep budget: validation accuracy per learning rate instead, and the
-  chosen rate.
+  over seeds); the dtype policy of the rows; the pairwise differences, each
+  with Welch's unequal-variance t-test (difference, its 95% interval, p,
+  two-sided, and p corrected for the number of pairs); the tau study; the
+  four questions answered from the rows (`ablation_reading.py`); beside them
+  what a shorter full budget with rows said; the gap between the best binary
+  variant and the float twin; the runs still missing. For a sweep budget:
+  validation accuracy per learning rate (n, mean ± std, each seed) instead,
+  and the chosen rate against the runner-up.
 * `ablation-<budget>-accuracy.png`, `-curves.png` (per-epoch means over
   seeds: accuracy, dead share, quantization errors, entropy, flip ratio,
   tau) and `-histograms.png` (standardized latent weights at the start,
@@ -29,16 +32,13 @@ from typing import Dict, List
 
 import numpy as np
 
+from benchmarks import ablation_reading as reading
 from benchmarks.ablation_design import BUDGETS, VARIANTS, best_learning_rate, stores
+from benchmarks.ablation_reading import accuracies as _accuracies
 from benchmarks.campaign import number
 from benchmarks.figures import pyplot, save_figure
 from benchmarks.harness import fmt, markdown_table
 from benchmarks.intervals import fmt_interval, t_interval, welch
-
-#: (a, b): the differences issue 10 asks for, then the optional variants'.
-PAIRS = (("recu", "standardize_only"), ("recu", "clamp_fixed"), ("standardize_only", "ste"),
-         ("recu", "full_precision"), ("recu_constraint", "recu"), ("clamp_fixed", "standardize_only"),
-         ("tau_fixed_0.94", "clamp_fixed"), ("tau_fixed_0.99", "clamp_fixed"), ("recu", "tau_fixed_0.94"))
 FINAL = (("dead_share", "dead share % (own tau)", ".2f", 100),
          ("dead_share_085", "dead share % (tau 0.85)", ".2f", 100),
          ("quant_error", "quant. error", ".3f", 1), ("latent_quant_error", "latent quant. error", ".3f", 1),
@@ -63,42 +63,56 @@ def _unique_runs(rows: List[Dict[str, str]]) -> List[Dict[str, str]]:
 
 
 def report(budget: str, out: Path, figures: Path) -> Path:
-    """Write the budget's Markdown reading and figures into `figures`, print the reading; its path."""
+    """Write the budget's Markdown reading and figures into `figures`, print the reading; its path.
+
+    A budget without rows, or with variants or seeds missing, gets a reading
+    that says what is missing (and no figures without rows).
+    """
     files = stores(out, budget)
     runs = _unique_runs(files["runs"].rows())
-    if not runs:
-        raise SystemExit(f"No runs in {files['runs'].path}: "
-                         f"run `python -m benchmarks.ablation run --budget {budget}` first.")
     figures.mkdir(parents=True, exist_ok=True)
     ids = {row["run_id"] for row in runs}
     epochs = [row for row in files["epochs"].rows() if row["run_id"] in ids]
     histograms = [row for row in files["histograms"].rows() if row["run_id"] in ids]
     machines = sorted({f"{row['backend']} on {row['device']}" for row in runs})
     lines = [f"# Ablation budget `{budget}`", "", f"{BUDGETS[budget]}", "",
-             f"{len(runs)} runs; machines: {', '.join(machines)}.", ""]
-    if BUDGETS[budget].validation:
+             f"{len(runs)} runs; machines: {', '.join(machines) or 'none yet'}.", ""]
+    lines += [reading.policy_line(runs), ""] if runs else []
+    if runs and BUDGETS[budget].validation:
         lines += _sweep_tables(runs, out, budget)
         _sweep_figure(runs, figures / f"ablation-{budget}-sweep.png")
-    else:
-        by_variant = {name: [r for r in runs if r["variant"] == name] for name in VARIANTS}
-        by_variant = {name: rows for name, rows in by_variant.items() if rows}
-        lines += _variant_tables(by_variant)
+    elif runs:
+        by_variant = _by_variant(runs)
+        lines += _variant_tables(by_variant) + reading.tau_study(by_variant)
+        lines += reading.four_questions(by_variant, epochs) + _beside_shorter(budget, out, by_variant, runs)
         _accuracy_figure(by_variant, figures / f"ablation-{budget}-accuracy.png")
         _curves_figure(by_variant, epochs, figures / f"ablation-{budget}-curves.png")
         _histogram_figure(by_variant, histograms, figures / f"ablation-{budget}-histograms.png")
+    lines += reading.missing(budget, runs)
     path = figures / f"ablation-{budget}-report.md"
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
     return path
 
 
+def _by_variant(runs) -> Dict[str, List[Dict[str, str]]]:
+    by_variant = {name: [r for r in runs if r["variant"] == name] for name in VARIANTS}
+    return {name: rows for name, rows in by_variant.items() if rows}
+
+
+def _beside_shorter(budget: str, out: Path, by_variant, runs) -> List[str]:
+    """What the longest shorter full budget with rows said, beside this one (none: nothing)."""
+    other = reading.shorter_budget(budget, out)
+    if other is None:
+        return []
+    other_runs = _unique_runs(stores(out, other)["runs"].rows())
+    policies = {budget: reading.policy_name(runs), other: reading.policy_name(other_runs)}
+    return reading.side_by_side(budget, by_variant, other, _by_variant(other_runs), policies)
+
+
 def _mean_of_numbers(cells) -> float:
     values = [v for v in map(number, cells) if not math.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
-
-
-def _accuracies(rows) -> List[float]:
-    return [number(r["test_accuracy"]) for r in rows]
 
 
 def _variant_tables(by_variant: Dict[str, List[Dict[str, str]]]) -> List[str]:
@@ -112,20 +126,7 @@ def _variant_tables(by_variant: Dict[str, List[Dict[str, str]]]) -> List[str]:
         rows.append([name, len(mine), fmt_interval(t_interval(_accuracies(mine)), ".2f", 100),
                      *finals, ", ".join(f"{rate:g}" for rate in rates)])
     lines = ["## Per variant (final values are means over seeds)", "", markdown_table(header, rows)]
-    pair_rows = []
-    for a, b in PAIRS:
-        if a not in by_variant or b not in by_variant:
-            continue
-        try:
-            d = welch(_accuracies(by_variant[a]), _accuracies(by_variant[b]))
-        except ValueError as error:
-            pair_rows.append([f"{a} − {b}", "–", "–", "–", str(error)])
-            continue
-        beyond = "–" if math.isnan(d.p) else ("yes" if d.p < 0.05 else "no")
-        pair_rows.append([f"{a} − {b}", f"{100 * d.diff:+.2f}", f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]",
-                          fmt(d.p, ".3f"), f"{beyond} (n={d.n_a}+{d.n_b}, df={d.df:.1f})"])
-    lines += ["## Differences (test accuracy, points; Welch's t-test, two-sided)", "",
-              markdown_table(["pair", "difference", "95% CI", "p", "beyond the seed spread"], pair_rows)]
+    lines += reading.pair_table(by_variant)
     binary = {n: t_interval(_accuracies(r)).mean for n, r in by_variant.items() if n != "full_precision"}
     if binary and "full_precision" in by_variant:
         best = max(binary, key=binary.get)
@@ -137,13 +138,26 @@ def _variant_tables(by_variant: Dict[str, List[Dict[str, str]]]) -> List[str]:
 
 
 def _sweep_tables(runs, out: Path, budget: str) -> List[str]:
+    """Validation accuracy per rate (n, mean ± std [CI], each seed); the chosen rate against the runner-up."""
     rates = sorted({float(r["learning_rate"]) for r in runs})
-    rows = [[f"{rate:g}", fmt_interval(t_interval(
-        _accuracies([r for r in runs if float(r["learning_rate"]) == rate])), ".2f", 100)] for rate in rates]
+    at = {rate: sorted((r for r in runs if float(r["learning_rate"]) == rate), key=lambda r: int(r["seed"]))
+          for rate in rates}
+    rows = [[f"{rate:g}", len(at[rate]), fmt_interval(t_interval(_accuracies(at[rate])), ".2f", 100),
+             ", ".join(f"s{r['seed']} {fmt(number(r['test_accuracy']), '.2f', 100)}" for r in at[rate])]
+            for rate in rates]
     best = best_learning_rate(out, budget)
-    return ["## ste learning-rate sweep (validation accuracy %, mean ± std [95% CI])", "",
-            markdown_table(["learning rate", "validation accuracy %"], rows),
-            f"Chosen: {best:g} (highest mean validation accuracy; ties go to the smaller rate).", ""]
+    lines = ["## ste learning-rate sweep (validation accuracy %)", "",
+             markdown_table(["learning rate", "n", "mean ± std [95% CI]", "each seed"], rows),
+             f"Chosen: {best:g} (highest mean validation accuracy; ties go to the smaller rate), "
+             f"on {len(at.get(best, []))} seed(s)."]
+    means = sorted(((t_interval(_accuracies(at[rate])).mean, rate) for rate in rates if rate != best), reverse=True)
+    if means and len(at[best]) >= 2 and len(at[means[0][1]]) >= 2:
+        d = welch(_accuracies(at[best]), _accuracies(at[means[0][1]]))
+        lines[-1] += (f" Against the runner-up {means[0][1]:g}: {100 * d.diff:+.2f} points "
+                      f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}], p = {fmt(d.p, '.3f')} (Welch).")
+    elif means:
+        lines[-1] += f" Against the runner-up {means[0][1]:g}: not tested (a side has fewer than two seeds)."
+    return lines + [""]
 
 
 def _sweep_figure(runs, path: Path) -> None:
@@ -206,7 +220,8 @@ def _histogram_figure(by_variant, histograms, path: Path) -> None:
             edges = np.linspace(float(mine[0]["low"]), float(mine[0]["high"]), len(counts) + 1)
             axis.stairs(counts / counts.sum(), edges, color=color, label=f"{stage} (epoch {mine[0]['epoch']})")
         axis.set(title=name, yscale="log", xlabel="standardized latent weight")
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:  # a variant without histograms has none
+            axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(by_variant):]:
         axis.set_visible(False)
     figure.suptitle("Latent weights of the binary layers, standardized per channel (shares of weights)")

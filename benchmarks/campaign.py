@@ -7,7 +7,9 @@ each) whose results accumulate in CSV files over days and machines:
   (an exclusive `flock` and one `write` of whole lines in append mode, so
   processes running side by side never interleave or lose rows, and a
   process killed mid-run leaves nothing half-written); `rows()` reads back
-  every complete row and skips damaged ones.
+  every complete row and skips damaged ones. A column added later comes with
+  a default: old rows read with it, and the first append rewrites the file
+  under the new header (`RowStore.migrate`).
 * `run_pool`: runs the pending tasks as subprocesses, at most `parallel` at
   once, in priority order. A task is not started if the estimate of its
   duration (the longest finished run so far, else the caller's prior) says it
@@ -42,11 +44,17 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 
 class RowStore:
-    """Append-only CSV records with a fixed header (see the module docstring)."""
+    """Append-only CSV records with a fixed header (see the module docstring).
 
-    def __init__(self, path, columns: Sequence[str]) -> None:
+    `defaults` are what a row written before a column existed holds in it:
+    `rows()` fills them in, and the first `append` to a file whose header
+    lacks only such columns rewrites it with the new header (`migrate`).
+    """
+
+    def __init__(self, path, columns: Sequence[str], defaults: Optional[Mapping[str, str]] = None) -> None:
         self.path = Path(path)
         self.columns = tuple(columns)
+        self.defaults = dict(defaults or {})
 
     def _line(self, row: Mapping[str, Any]) -> str:
         unknown = set(row) - set(self.columns)
@@ -58,44 +66,72 @@ class RowStore:
         return buffer.getvalue()
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append `rows` in one atomic write; writes the header into a new file."""
+        """Append `rows` in one atomic write; writes the header into a new file, migrates an old one."""
         body = "".join(self._line(row) for row in rows)
         if not body:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        while not self._append_locked(body.encode()):
+            pass  # the file was replaced by a migration while this process waited for the lock: reopen it
+
+    def _append_locked(self, data: bytes) -> bool:
+        """Write `data` under the file's lock; False if the path no longer names the locked file."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size == 0:
-                body = ",".join(self.columns) + "\n" + body
-            else:
-                self._check_header()
-            data = body.encode()
+            if not self.path.exists() or os.fstat(fd).st_ino != self.path.stat().st_ino:
+                return False
+            if os.fstat(fd).st_size == 0:
+                data = (",".join(self.columns) + "\n").encode() + data
+            elif self._header() != self.columns:
+                self.migrate()  # checks that only defaulted columns are new; replaces the path
+                return False
             written = os.write(fd, data)
             if written != len(data):  # a short write would leave a partial row: say so
                 raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
             os.fsync(fd)
+            return True
         finally:
             os.close(fd)  # releases the lock
 
-    def _check_header(self) -> None:
+    def _header(self) -> tuple:
         with open(self.path, newline="") as file:
-            header = tuple(next(csv.reader(file), ()))
-        if header != self.columns:
+            return tuple(next(csv.reader(file), ()))
+
+    def migrate(self) -> None:
+        """Rewrite the file with this store's header, old rows given the defaults of their missing columns.
+
+        Refused (ValueError) unless the file's columns are this store's minus
+        columns that have a default. The new file replaces the old in one
+        `os.replace`, so a reader sees either; a writer holds the old file's
+        lock while calling this, and writers waiting on it reopen the path.
+        Damaged lines (a killed writer) are not carried over.
+        """
+        header = self._header()
+        missing = [c for c in self.columns if c not in header]
+        if set(header) - set(self.columns) or set(missing) - set(self.defaults):
             raise ValueError(
                 f"{self.path} was written with other columns ({', '.join(header)}); this script "
                 f"writes {', '.join(self.columns)}. Move the file aside or write to another --out."
             )
+        temporary = self.path.with_name(f".{self.path.name}.migrating-{os.getpid()}")
+        with open(temporary, "w", newline="") as file:
+            file.write(",".join(self.columns) + "\n")
+            file.write("".join(self._line(row) for row in self.rows()))
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, self.path)
 
     def rows(self) -> List[Dict[str, str]]:
-        """Every complete row, as strings; damaged lines (a killed writer) are skipped."""
+        """Every complete row, as strings, defaults filled in; damaged lines (a killed writer) are skipped."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return []
         with open(self.path, newline="") as file:
             reader = csv.reader(file)
             header = next(reader, None)
-            return [dict(zip(header, cells)) for cells in reader if len(cells) == len(header)]
+            filled = {c: v for c, v in self.defaults.items() if c not in header}
+            return [{**filled, **dict(zip(header, cells))} for cells in reader if len(cells) == len(header)]
 
 
 def _cell(value: Any) -> str:
@@ -125,6 +161,8 @@ class Task:
 
 #: Exit status of a task that stopped itself because it would not finish by the deadline.
 GAVE_UP = 3
+#: Exit status of a campaign (or run) refused because its record holds rows of another dtype policy.
+POLICY_REFUSED = 2
 
 
 @dataclasses.dataclass
