@@ -9,12 +9,12 @@ gives the same model in float32 with the same weights.
 The command, as a user runs it (fresh `keras-recu` processes on what the
 previous one left on disk): a run under `mixed_bfloat16` trains with a finite
 loss, converts with every binary conv as `LceBconv2d` and verifies against the
-float32 twin (disagreements only at ties), and `--stop-after` then `--resume`
-ends bit for bit as the uninterrupted run.
+float32 twin (disagreements only at ties). That a mixed_bfloat16 run killed at
+random moments and resumed ends bit for bit as the uninterrupted run is
+tests/test_kill_resume.py's test.
 """
 
 import json
-import zipfile
 
 import keras
 import numpy as np
@@ -121,22 +121,19 @@ def _train(*args):
 
 
 @pytest.fixture(scope="module")
-def mixed_runs(tmp_path_factory):
-    """A mixed_bfloat16 run uninterrupted, and the same run stopped after epoch 1 and resumed."""
-    root = tmp_path_factory.mktemp("mixed")
-    uninterrupted, resumed = root / "uninterrupted", root / "resumed"
-    _train(*FLAGS, "--out", str(uninterrupted))
-    _train(*FLAGS, "--stop-after", "1", "--out", str(resumed))
-    _train("--out", str(resumed), "--resume")
-    return uninterrupted, resumed
+def mixed_run(tmp_path_factory):
+    """A mixed_bfloat16 run, trained, converted and verified by `keras-recu train`."""
+    run = tmp_path_factory.mktemp("mixed") / "run"
+    _train(*FLAGS, "--out", str(run))
+    return run
 
 
 def _metrics(run):
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_a_mixed_run_trains_converts_and_verifies_against_its_float32_twin(mixed_runs):
-    run, _ = mixed_runs
+def test_a_mixed_run_trains_converts_and_verifies_against_its_float32_twin(mixed_run):
+    run = mixed_run
     metrics = _metrics(run)
     assert metrics["config"]["dtype_policy"] == "mixed_bfloat16"
     assert len(metrics["history"]["loss"]) == 2 and np.isfinite(metrics["history"]["loss"]).all()
@@ -151,27 +148,8 @@ def test_a_mixed_run_trains_converts_and_verifies_against_its_float32_twin(mixed
     assert "trained under `mixed_bfloat16`" in (run / "report.md").read_text()
 
 
-def _arrays(path):
-    import h5py
-
-    arrays = {}
-    with zipfile.ZipFile(path) as archive, h5py.File(archive.open("model.weights.h5"), "r") as h5:
-        h5.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-    return arrays
-
-
-def test_a_mixed_run_resumes_bit_for_bit(mixed_runs):
-    uninterrupted, resumed = mixed_runs
-    for name in ("model.keras", "checkpoints/last.keras"):
-        a, b = _arrays(uninterrupted / name), _arrays(resumed / name)
-        assert a.keys() == b.keys()
-        assert all(a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]) for key in a), name
-    assert (uninterrupted / "model.tflite").read_bytes() == (resumed / "model.tflite").read_bytes()
-    assert _metrics(uninterrupted)["history"] == _metrics(resumed)["history"]
-
-
-def test_resuming_under_another_policy_or_an_unknown_policy_is_one_line(mixed_runs):
-    _, resumed = mixed_runs
+def test_resuming_under_another_policy_or_an_unknown_policy_is_one_line(mixed_run):
+    resumed = mixed_run
     changed = one_line_error(cli(["train", "--out", str(resumed), "--resume", "--dtype-policy", "float32"]))
     assert "--dtype-policy" in changed and "mixed_bfloat16" in changed
     unknown = one_line_error(cli(["train", "--dtype-policy", "float16", "--out", str(resumed)]))
