@@ -148,6 +148,14 @@ def test_a_mixed_run_trains_converts_and_verifies_against_its_float32_twin(mixed
     assert "trained under `mixed_bfloat16`" in (run / "report.md").read_text()
 
 
+def test_convert_takes_a_mixed_run_as_its_float32_twin(mixed_run, tmp_path):
+    converted = cli(["convert", str(mixed_run), "--verify", "-o", str(tmp_path / "again.tflite")])
+    assert converted.returncode == 0 and no_traceback(converted) == [], converted.stderr[-3000:]
+    assert "computes under mixed_bfloat16: converted and verified as its float32 twin" in converted.stdout
+    assert "LceBconv2d x1" in converted.stdout
+    assert (tmp_path / "again.tflite").read_bytes() == (mixed_run / "model.tflite").read_bytes()
+
+
 def test_resuming_under_another_policy_or_an_unknown_policy_is_one_line(mixed_run):
     resumed = mixed_run
     changed = one_line_error(cli(["train", "--out", str(resumed), "--resume", "--dtype-policy", "float32"]))
