@@ -81,16 +81,17 @@ def keras_stepper(engine: str, batch: int, seed: int) -> Tuple[Callable[[], floa
     return (lambda: float(model.train_on_batch(x, y))), {"jit_compile": bool(model.jit_compile), "dtype_policy": policy}
 
 
-def check_inductor() -> None:
-    """Compile a one-line function with `torch.compile`'s default backend; EngineUnavailable in one line if it cannot.
+def check_inductor(device: str = "cpu") -> None:
+    """Compile a one-line function on `device` with `torch.compile`'s default backend; EngineUnavailable if it cannot.
 
-    On CPU inductor builds C++ code: without a working compiler (`CXX`, else
-    g++) the authors' model would fail only after minutes of tracing.
+    On CPU inductor builds C++ code (on a GPU, Triton kernels): without a
+    working compiler (`CXX`, else g++) the authors' model would fail only
+    after minutes of tracing.
     """
     import torch
 
     try:
-        torch.compile(lambda t: t * 2 + 1)(torch.ones(4))
+        torch.compile(lambda t: t * 2 + 1)(torch.ones(4, device=device))
     except Exception as error:  # noqa: BLE001  whatever inductor raises, said in one line
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         raise EngineUnavailable(f"torch.compile (inductor) cannot compile on this machine: "
@@ -110,7 +111,7 @@ def authors_stepper(batch: int, seed: int, compiled: bool = False) -> Tuple[Call
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     forward = model
     if compiled:
-        check_inductor()
+        check_inductor(device.type)
         forward = torch.compile(model)  # the parameters stay the model's: the optimizer updates them
     x, y = _batch(batch, seed)
     x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)  # NHWC -> NCHW
