@@ -12,8 +12,8 @@ On the JAX backend, at `--size` (224) and `--batch` (256), in row groups
   `imagenet_resnet18_two_stage(binary_weights=True)` in a `Distiller` with the
   recipe's float teacher (keras.applications ResNet50, random weights: the
   GPU machine has no network, and the speed does not depend on them; built
-  under the row's dtype policy and handed over as a .keras file), the
-  DistributionLoss, L2Adam, accuracy metric; 1000 classes, as the teacher's;
+  under the row's dtype policy), the DistributionLoss, L2Adam, accuracy
+  metric; 1000 classes, as the teacher's;
 * each in float32 and under `mixed_bfloat16` (`--dtypes`), with the batch
   already on the device (the model's ceiling) and fed by the project's input
   pipeline (`--feeds device,pil`);
@@ -24,7 +24,8 @@ On the JAX backend, at `--size` (224) and `--batch` (256), in row groups
 * `torch`: the authors' PyTorch ResNet-18 1w1a, eager and under
   `torch.compile` (`imagenet_torch.py`).
 
-A row that fails records its error message instead of a speed. Rows,
+A row that fails records its error message instead of a speed. The models
+(as the recipes build them): `imagenet_models.py`. Rows,
 projections (min per epoch, 200 and 2 x 256 epochs) and merging:
 `imagenet_rows.py`. `--merge OLD` writes OLD's rows with this run's (rows
 measured again replaced), each row naming its run (date, command, device).
@@ -52,69 +53,13 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.imagenet_rows import (IMAGENET_TRAIN, PIPELINE_ENGINE, VANILLA_MODEL, MergeRefused, Rows, finish,  # noqa: E402
-                                      merge, timed)
+from benchmarks.imagenet_models import (TINY_TEACHER, TWO_STAGE_MODEL, two_stage_classes, two_stage_model,  # noqa: E402
+                                        vanilla_model)
+from benchmarks.imagenet_rows import PIPELINE_ENGINE, VANILLA_MODEL, MergeRefused, Rows, finish, merge, timed  # noqa: E402
 
-TWO_STAGE_MODEL = "imagenet_resnet18_two_stage"
 ROW_GROUPS = ("pipeline", "resnet18", "two-stage", "torch")
 FEEDS = ("device", "pil")
-#: `--teacher tiny`: a one-layer teacher (the smoke run's), so that the CPU check of the two-stage rows takes seconds.
-TINY_TEACHER = "tiny"
 SMOKE = dict(batch=4, size=32, steps=2, warmup=1, images=24, image_size=(48, 40), classes=10, teacher=TINY_TEACHER)
-
-
-def vanilla_model(args, policy: str):
-    """imagenet_resnet18_1w1a compiled as the imagenet recipe compiles it, under `policy`."""
-    import keras
-
-    from keras_recu import models
-    from keras_recu.app.build import optimizer
-    from keras_recu.app.config import TrainConfig
-
-    keras.config.set_dtype_policy(policy)
-    config = TrainConfig.for_recipe("imagenet", batch_size=args.batch)
-    model = models.get(VANILLA_MODEL)(input_shape=(args.size, args.size, 3), num_classes=args.classes,
-                                      tau=config.tau_min)
-    model.compile(optimizer=optimizer(config, steps_per_epoch=IMAGENET_TRAIN // args.batch),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
-    return model
-
-
-def two_stage_classes(args) -> int:
-    """A keras.applications teacher gives ImageNet's 1000 classes; the tiny one the run's."""
-    from keras_recu.app.distill import IMAGENET_CLASSES
-
-    return args.classes if args.teacher == TINY_TEACHER or args.teacher.endswith(".keras") else IMAGENET_CLASSES
-
-
-def two_stage_model(args, policy: str, scratch: Path):
-    """Stage 2 of the two-stage recipe with its teacher, built and compiled by the app's `build_model`."""
-    import keras
-
-    from keras_recu.app.build import build_model
-    from keras_recu.app.config import TrainConfig
-    from keras_recu.app.data import DatasetInfo, ImageNetTransform
-    from keras_recu.app.distill import load_teacher
-
-    keras.config.set_dtype_policy(policy)
-    transform = ImageNetTransform()
-    info = DatasetInfo(name="imagenet2012", input_shape=(args.size, args.size, 3),
-                       num_classes=two_stage_classes(args), train_examples=IMAGENET_TRAIN, test_examples=50_000,
-                       source="synthetic", mean=tuple(255.0 * m for m in transform.mean),
-                       std=tuple(255.0 * s for s in transform.std))
-    teacher = args.teacher
-    if not teacher.endswith(".keras"):  # built here under `policy`, with random weights, as a file
-        if teacher == TINY_TEACHER:
-            built = keras.Sequential([keras.Input(info.input_shape), keras.layers.GlobalAveragePooling2D(),
-                                      keras.layers.Dense(info.num_classes)], name="tiny_teacher")
-        else:
-            built = load_teacher(teacher, info.input_shape, info.mean, info.std, weights=None)
-        teacher = str(scratch / f"teacher-{policy}.keras")
-        built.save(teacher)
-        del built
-    config = TrainConfig.for_recipe("two-stage", stage=2, batch_size=args.batch, teacher=teacher)
-    model, _ = build_model(config, info, steps_per_epoch=IMAGENET_TRAIN // args.batch)
-    return model
 
 
 def loss_of(result) -> float:
@@ -169,7 +114,7 @@ def keras_fed(args, model, root: Path) -> dict:
             "waited_s": round(batches.wait_seconds, 2), "seconds": round(seconds, 2), "workers": args.workers}
 
 
-def keras_rows(args, rows: Rows, group: str, root: Path, scratch: Path) -> None:
+def keras_rows(args, rows: Rows, group: str, root: Path) -> None:
     """The rows of one model (`group`: "resnet18" or "two-stage"), every dtype policy and feed."""
     import keras
 
@@ -181,7 +126,7 @@ def keras_rows(args, rows: Rows, group: str, root: Path, scratch: Path) -> None:
         labels.update(stage=2, teacher=args.teacher + ("" if args.teacher.endswith(".keras") else " (random weights)"))
     for policy in args.dtypes:
         try:
-            model = two_stage_model(args, policy, scratch) if two_stage else vanilla_model(args, policy)
+            model = two_stage_model(args, policy) if two_stage else vanilla_model(args, policy)
         except Exception as error:  # noqa: BLE001  the failure is the row's result
             message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             rows.add({**labels, "dtype": policy, "feed": args.feeds[0]}, lambda: {"error": message})
@@ -277,7 +222,7 @@ def main(argv=None) -> int:
                       "size": args.size}, lambda: pipeline_alone(args, root))
         for group in ("resnet18", "two-stage"):
             if group in args.rows:
-                keras_rows(args, rows, group, root, Path(scratch))
+                keras_rows(args, rows, group, root)
     if "torch" in args.rows:
         torch_rows(args, rows)
     run = harness.environment(None, jax_devices=[str(d) for d in jax.devices()], machine=harness.machine_description(),
