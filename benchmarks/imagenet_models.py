@@ -44,15 +44,13 @@ def two_stage_classes(args) -> int:
     return args.classes if args.teacher == TINY_TEACHER or args.teacher.endswith(".keras") else IMAGENET_CLASSES
 
 
-def random_teacher(spec: str, input_shape, mean, std, **options):
-    """`load_teacher` with random weights: the GPU machine cannot fetch ImageNet's, and speed does not need them.
+def random_teacher(load_teacher, spec: str, input_shape, mean, std, **options):
+    """The app's `load_teacher` with random weights: the GPU machine cannot fetch ImageNet's, and speed does not need them.
 
     `--teacher tiny` gives a one-layer teacher of the student's classes instead
     (the smoke run's, so that the CPU check takes seconds).
     """
     import keras
-
-    from keras_recu.app.distill import load_teacher
 
     if spec == TINY_TEACHER:
         return keras.Sequential([keras.Input(input_shape), keras.layers.GlobalAveragePooling2D(),
@@ -68,6 +66,7 @@ def two_stage_model(args, policy: str):
     the app's `load_teacher` for this call; a .keras teacher is loaded as is).
     """
     import contextlib
+    import functools
     from unittest import mock
 
     import keras
@@ -85,6 +84,7 @@ def two_stage_model(args, policy: str):
                        std=tuple(255.0 * s for s in transform.std))
     config = TrainConfig.for_recipe("two-stage", stage=2, batch_size=args.batch, teacher=args.teacher)
     random_weights = not args.teacher.endswith(".keras")
-    with mock.patch.object(distill, "load_teacher", random_teacher) if random_weights else contextlib.nullcontext():
+    teacher = functools.partial(random_teacher, distill.load_teacher)
+    with mock.patch.object(distill, "load_teacher", teacher) if random_weights else contextlib.nullcontext():
         model, _ = build_model(config, info, steps_per_epoch=IMAGENET_TRAIN // args.batch)
     return model

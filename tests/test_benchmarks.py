@@ -426,6 +426,21 @@ def test_imagenet_train_merges_into_the_earlier_record(imagenet_smoke):
     assert {row["run"] for row in record["rows"] if row["engine"] != "authors-torch"} == {1}
 
 
+@pytest.mark.jax_only
+def test_the_two_stage_rows_build_the_recipes_teacher_under_the_policy():
+    """Stage 2 as build_model makes it: a Distiller with the recipe's ResNet50 (random weights), L2Adam, the policy."""
+    import argparse
+
+    from benchmarks.imagenet_models import two_stage_model
+
+    args = argparse.Namespace(size=32, batch=4, classes=10, teacher="ResNet50")
+    model = two_stage_model(args, "mixed_bfloat16")
+    assert type(model).__name__ == "Distiller" and model.student.name == "imagenet_resnet18_two_stage"
+    assert model.teacher.name == "teacher_resnet50" and model.teacher.outputs[0].shape[-1] == 1000
+    assert model.teacher.layers[-1].dtype_policy.name == "mixed_bfloat16"
+    assert type(model.optimizer).__name__ == "L2Adam"
+
+
 def test_the_h200_record_merges_with_its_old_figures_untouched():
     """Merging new rows into the committed record keeps every old row's figures; other devices are refused."""
     from benchmarks.imagenet_rows import MergeRefused, as_runs, finish, merge
