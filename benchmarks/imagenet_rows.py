@@ -68,11 +68,18 @@ def timed(step: Callable[[], Any], steps: int, warmup: int) -> Tuple[float, floa
 
 
 class Rows:
-    """The rows of one run; each finished row is also written to `partial` (a run cut by a deadline keeps them)."""
+    """The rows of one run; after each row, `record(rows)` is written to `partial` (a run cut by a deadline keeps them).
 
-    def __init__(self, partial: Optional[str] = None) -> None:
+    `record` makes the whole record of the rows so far (merged, when the run
+    merges), so that a cut run leaves a record as complete as its rows, marked
+    `"partial": true`.
+    """
+
+    def __init__(self, partial: Optional[str] = None,
+                 record: Callable[[List[Dict[str, Any]]], Dict[str, Any]] = lambda rows: {"rows": rows}) -> None:
         self.rows: List[Dict[str, Any]] = []
         self.partial = partial
+        self.record = record
 
     def add(self, labels: Dict[str, Any], function: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
         """Run `function() -> dict` into a row labelled `labels` (model, engine, dtype, feed, batch, ...)."""
@@ -86,7 +93,7 @@ class Rows:
                  "wall_s": round(time.perf_counter() - started, 1)}
         self.rows.append(entry)
         if self.partial:
-            harness.write_json(self.partial, {"partial": True, "rows": self.rows}, indent=1)
+            harness.write_json(self.partial, {**self.record(self.rows), "partial": True}, indent=1)
         print(f"[{harness.now()}] {entry}", flush=True)
         return entry
 
@@ -141,7 +148,8 @@ def merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def finish(record: Dict[str, Any], rows: List[Dict[str, Any]], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """`record` with `rows`, `runs` and what follows from them (the bf16 speed-ups, the commands)."""
+    """`record` with `rows`, `runs` and what follows from them (the bf16 speed-ups, the commands); not partial."""
+    record = {k: v for k, v in record.items() if k != "partial"}
     return {**record, "rows": rows, "runs": runs, "commands": [run.get("command") for run in runs],
             "bf16_speedup": bf16_speedups(rows), "authors": authors(), "imagenet_train_images": IMAGENET_TRAIN,
             "environment": runs[-1]}

@@ -211,25 +211,28 @@ def main(argv=None) -> int:
         except MergeRefused as error:
             print(f"--merge {args.merge}: {error}")
             return 2
-    rows = Rows(partial=args.json)
-    tree = None
+    # The run's environment as it starts: a run cut by its deadline leaves a record that names it.
+    run = harness.environment(None, jax_devices=[str(d) for d in jax.devices()], machine=harness.machine_description(),
+                              device=device, rows=args.rows, jpeg_tree=None)
+
+    def complete(measured: list) -> dict:
+        this = finish(record, measured, [run])
+        return merge(old, this) if old is not None else this
+
+    rows = Rows(partial=args.json, record=complete)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.data or scratch)
         if "pipeline" in args.rows or "pil" in args.feeds and {"resnet18", "two-stage"} & set(args.rows):
-            tree = jpeg_tree(args, root)
+            run["jpeg_tree"] = jpeg_tree(args, root)
         if "pipeline" in args.rows:
-            rows.add({"model": None, "engine": PIPELINE_ENGINE, "dtype": "uint8->float32", "feed": "pil", "batch": args.batch,
-                      "size": args.size}, lambda: pipeline_alone(args, root))
+            rows.add({"model": None, "engine": PIPELINE_ENGINE, "dtype": "uint8->float32", "feed": "pil",
+                      "batch": args.batch, "size": args.size}, lambda: pipeline_alone(args, root))
         for group in ("resnet18", "two-stage"):
             if group in args.rows:
                 keras_rows(args, rows, group, root)
     if "torch" in args.rows:
         torch_rows(args, rows)
-    run = harness.environment(None, jax_devices=[str(d) for d in jax.devices()], machine=harness.machine_description(),
-                              device=device, rows=args.rows, jpeg_tree=tree)
-    record = finish(record, rows.rows, [run])
-    if old is not None:
-        record = merge(old, record)
+    record = complete(rows.rows)
     if args.json:
         harness.write_json(args.json, record, indent=1)
     harness.print_result(record)

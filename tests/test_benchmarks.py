@@ -458,3 +458,21 @@ def test_the_h200_record_merges_with_its_old_figures_untouched():
         merge(old, finish({"size": 224, "smoke": False}, [row], [{"device": "cpu"}]))
     with pytest.raises(MergeRefused, match="'smoke'"):
         merge(old, finish({"size": 224, "smoke": True}, [row], [{"device": "NVIDIA H200"}]))
+
+
+def test_a_run_cut_short_leaves_a_merged_record_marked_partial(tmp_path):
+    """After each row the record so far is written, merged and marked partial; a failing row records its error."""
+    from benchmarks.imagenet_rows import Rows, finish, merge
+
+    old = json.loads((ROOT / "benchmarks" / "results" / "imagenet-train-h200.json").read_text())
+    path = tmp_path / "partial.json"
+    run = {"device": "NVIDIA H200", "command": "new"}
+    rows = Rows(partial=path, record=lambda measured: merge(old, finish({"size": 224, "smoke": False}, measured, [run])))
+    labels = {"model": "imagenet_resnet18_two_stage", "engine": "keras_recu-jax", "feed": "device"}
+    rows.add({**labels, "dtype": "float32"}, lambda: {"images_per_s": 100.0})
+    rows.add({**labels, "dtype": "mixed_bfloat16"}, lambda: {"images_per_s": 1 / 0})
+    written = json.loads(path.read_text())
+    assert written["partial"] is True and len(written["rows"]) == len(old["rows"]) + 2
+    assert written["rows"][-2]["min_per_epoch"] == round(1_281_167 / 100 / 60, 2)
+    assert written["rows"][-1]["error"].startswith("ZeroDivisionError") and written["rows"][-1]["run"] == 1
+    assert "partial" not in merge(written, finish({"size": 224, "smoke": False}, [], [run]))
