@@ -9,14 +9,17 @@ Two measurements, each side by side in interleaved rounds (`timing`):
   (`--model resnet20`); `--attribute` adds the hybrids that split ReCU's
   extra time between its kernel and input paths. Target: ReCU / floor <= 1.10.
 * `engines`: ResNet-20 1w1a on several engines (`engines.py`: keras_recu on
-  the JAX, TensorFlow or torch backend, the authors' PyTorch model), each in a
-  worker process, with the same batch; `--seconds` sizes the rounds.
+  the JAX, TensorFlow or torch backend, on JAX also under mixed_bfloat16; the
+  authors' PyTorch model, eager and under torch.compile), each in a worker
+  process, with the same batch; `--seconds` sizes the rounds. Each engine's
+  compile time (`compile_s`) is reported apart from its steady-state step.
 
 What each number means, the machines and the recorded results: BENCHMARKS.md.
 
     python -m benchmarks.train_step floor --model resnet20 --jit off
     python -m benchmarks.train_step engines --engines keras-jax,keras-tensorflow --batch 256
     python -m benchmarks.train_step engines --engines keras-jax,authors-torch --seconds 60
+    python -m benchmarks.train_step engines --engines keras-jax,keras-jax-bf16,authors-torch,authors-torch-compiled
 
 (from the repository root).
 
@@ -176,17 +179,32 @@ def engines(args: argparse.Namespace) -> Dict[str, Any]:
             worker.close()
     base = next(iter(timings.values()))
     return {"variants": {name: {**t.as_dict(), f"ratio_to_{base.name}": round(t.median_ms / base.median_ms, 4),
-                                "facts": facts[name]} for name, t in timings.items()},
+                                "compile_s": compile_seconds(facts[name], t.median_ms), "facts": facts[name]}
+                         for name, t in timings.items()},
             "failed": {name: f["error"] for name, f in facts.items() if "error" in f},
             "steps_per_round": args.steps, "loadavg_before_after": [load_before, harness.loadavg()]}
+
+
+def compile_seconds(facts: Dict[str, Any], median_ms: float) -> Optional[float]:
+    """Seconds of compilation: the first step and the warm-up beyond what as many steady-state steps take.
+
+    XLA compiles in the first step; torch.compile also recompiles in the
+    next ones (the authors' `.item()` threshold is specialized per value).
+    """
+    if "first_step_s" not in facts or "warmup_s" not in facts:
+        return None
+    steady = (1 + facts.get("warmup_steps", 0)) * median_ms / 1e3
+    return round(max(0.0, facts["first_step_s"] + facts["warmup_s"] - steady), 2)
 
 
 def print_table(result: Dict[str, Any]) -> None:
     rows = [[name, harness.fmt(v["median_ms"], ".2f"), harness.fmt(v["min_ms"], ".2f"),
              harness.fmt(v["step_median_ms"], ".2f"), harness.fmt(v["steps_per_s"], ".2f"),
-             next((f"{v[k]:.3f}" for k in v if k.startswith("ratio")), "–")]
+             next((f"{v[k]:.3f}" for k in v if k.startswith("ratio")), "–"), harness.fmt(v.get("compile_s"), ".1f")]
             for name, v in result["variants"].items()]
-    print(harness.markdown_table(["", "ms/step (round median)", "min", "step median", "steps/s", "ratio"], rows))
+    rows += [[name, f"failed: {error}", "", "", "", "", ""] for name, error in result.get("failed", {}).items()]
+    print(harness.markdown_table(["", "ms/step (round median)", "min", "step median", "steps/s", "ratio", "compile s"],
+                                 rows))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

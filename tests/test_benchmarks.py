@@ -315,6 +315,37 @@ def test_engine_worker_protocol_and_failure():
         Worker("keras-nope", batch=2)
 
 
+@pytest.mark.jax_only  # once, in the JAX pass: the worker's backend is torch whatever the pass
+def test_the_compiled_torch_engine_fails_in_one_line_without_a_compiler(monkeypatch):
+    """torch.compile's engine on a machine where inductor cannot build C++: one recorded line, at once."""
+    pytest.importorskip("torch")
+    from benchmarks.engines import EngineUnavailable, Worker
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setenv("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")  # a cached kernel would need no compiler
+    worker = Worker("authors-torch-compiled", batch=2)
+    try:
+        with pytest.raises(EngineUnavailable, match=r"^torch.compile \(inductor\) cannot compile on this machine: "):
+            worker.ready(timeout_s=120)
+    finally:
+        assert worker.close(wait_s=5) == 1
+
+
+@pytest.mark.jax_only
+def test_inductor_compiles_here_and_the_bf16_engine_takes_its_policy():
+    """The C++ toolchain torch.compile needs on CPU works here; keras-jax-bf16 builds under mixed_bfloat16."""
+    import shutil
+
+    pytest.importorskip("torch")
+    from benchmarks.engines import DTYPE_POLICIES, ENGINES, check_inductor
+
+    assert {"keras-jax-bf16", "authors-torch-compiled"} <= set(ENGINES)
+    assert DTYPE_POLICIES["keras-jax-bf16"] == "mixed_bfloat16"
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: the engine fails in one line (test above)")
+    check_inductor()
+
+
 # --- the authors' model ----------------------------------------------------------------------
 
 
@@ -341,21 +372,108 @@ def test_authors_binarize_conv_computes_the_reference_formulas():
     assert all(float(m.tau) == pytest.approx(0.85) for m in model.modules() if isinstance(m, BinarizeConv2d))
 
 
-def test_imagenet_train_smoke_writes_the_record(tmp_path):
-    """`benchmarks.imagenet_train --smoke` on CPU: the pipeline and JAX rows, their projections, the record."""
-    out = tmp_path / "imagenet-train.json"
-    command = module_command("benchmarks.imagenet_train", "--smoke", "--dtypes", "float32", "--no-torch", "--json", out)
+#: A record of an earlier smoke run in the format of before `runs` (one environment, one model): the run
+#: below merges into it. Its one row is made up for the test; no record holds it.
+EARLIER_SMOKE = {"benchmark": "imagenet_train", "model": "imagenet_resnet18_1w1a", "size": 32, "batch": 4,
+                 "classes": 10, "smoke": True, "environment": {"command": "earlier", "device": "cpu"},
+                 "rows": [{"engine": "authors-torch", "dtype": "float32", "feed": "device", "batch": 4,
+                           "images_per_s": 1.0}]}
+
+
+@pytest.fixture(scope="module")
+def imagenet_smoke(tmp_path_factory):
+    """One `benchmarks.imagenet_train --smoke` run on CPU (JAX), merged into EARLIER_SMOKE: its record."""
+    folder = tmp_path_factory.mktemp("imagenet-train")
+    earlier, out = folder / "earlier.json", folder / "imagenet-train.json"
+    earlier.write_text(json.dumps(EARLIER_SMOKE))
+    command = module_command("benchmarks.imagenet_train", "--smoke", "--rows", "pipeline,resnet18,two-stage",
+                             "--dtypes", "float32", "--merge", earlier, "--json", out)
     done = subprocess.run(command, env=module_env(KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.jax_only  # a JAX subprocess of its own: runs once, in the JAX pass of the suite
+def test_imagenet_train_smoke_writes_the_record(imagenet_smoke):
+    """`benchmarks.imagenet_train --smoke` on CPU: the pipeline and JAX rows of both recipes, projections, record."""
+    record = imagenet_smoke
     assert record["size"] == 32 and record["batch"] == 4 and record["smoke"] is True
     assert record["authors"]["min_per_epoch"] == 28.0 and record["imagenet_train_images"] == 1_281_167
     assert "command" in record["environment"] and "device" in record["environment"]
-    rows = {(r["engine"], r["dtype"], r["feed"]): r for r in record["rows"]}
-    assert set(rows) == {("input-pipeline", "uint8->float32", "pil"), ("keras_recu-jax", "float32", "device"),
-                         ("keras_recu-jax", "float32", "pil")}
-    for row in rows.values():
+    rows = {(r["model"], r["engine"], r["dtype"], r["feed"]): r for r in record["rows"]}
+    vanilla, two_stage = "imagenet_resnet18_1w1a", "imagenet_resnet18_two_stage"
+    assert set(rows) == {(None, "input-pipeline", "uint8->float32", "pil")} | {
+        (model, "keras_recu-jax", "float32", feed) for model in (vanilla, two_stage) for feed in ("device", "pil")
+    } | {(vanilla, "authors-torch", "float32", "device")}
+    for row in (row for row in rows.values() if row["run"] == 1):  # this run's (run 0: EARLIER_SMOKE's)
         assert "error" not in row, row
         assert row["images_per_s"] > 0 and row["min_per_epoch"] > 0
         assert row["vanilla_hours"] == pytest.approx(row["min_per_epoch"] * 200 / 60, rel=0.02, abs=0.1)
-    assert rows[("keras_recu-jax", "float32", "device")]["loss_finite"] is True
+        assert row["two_stage_hours"] == pytest.approx(row["min_per_epoch"] * 512 / 60, rel=0.02, abs=0.1)
+    assert rows[(vanilla, "keras_recu-jax", "float32", "device")]["loss_finite"] is True
+    stage2 = rows[(two_stage, "keras_recu-jax", "float32", "device")]
+    assert stage2["loss_finite"] is True and stage2["stage"] == 2 and stage2["teacher"].startswith("tiny")
+
+
+@pytest.mark.jax_only
+def test_imagenet_train_merges_into_the_earlier_record(imagenet_smoke):
+    """The earlier run's row is kept as run 0; this run's rows are run 1, with its command and device."""
+    record = imagenet_smoke
+    assert [run["command"] for run in record["runs"]][0] == "earlier" and record["commands"][0] == "earlier"
+    assert record["runs"][1]["rows"] == ["pipeline", "resnet18", "two-stage"] and record["runs"][1]["device"] == "cpu"
+    kept = [row for row in record["rows"] if row["engine"] == "authors-torch"]
+    assert kept == [{**EARLIER_SMOKE["rows"][0], "model": "imagenet_resnet18_1w1a", "size": 32, "classes": 10,
+                     "run": 0}]
+    assert {row["run"] for row in record["rows"] if row["engine"] != "authors-torch"} == {1}
+
+
+@pytest.mark.jax_only
+def test_the_two_stage_rows_build_the_recipes_teacher_under_the_policy():
+    """Stage 2 as build_model makes it: a Distiller with the recipe's ResNet50 (random weights), L2Adam, the policy."""
+    import argparse
+
+    from benchmarks.imagenet_models import two_stage_model
+
+    args = argparse.Namespace(size=32, batch=4, classes=10, teacher="ResNet50")
+    model = two_stage_model(args, "mixed_bfloat16")
+    assert type(model).__name__ == "Distiller" and model.student.name == "imagenet_resnet18_two_stage"
+    assert model.teacher.name == "teacher_resnet50" and model.teacher.outputs[0].shape[-1] == 1000
+    assert model.teacher.layers[-1].dtype_policy.name == "mixed_bfloat16"
+    assert type(model.optimizer).__name__ == "L2Adam"
+
+
+def test_the_h200_record_merges_with_its_old_figures_untouched():
+    """Merging new rows into the committed record keeps every old row's figures; other devices are refused."""
+    from benchmarks.imagenet_rows import MergeRefused, as_runs, finish, merge
+
+    old = json.loads((ROOT / "benchmarks" / "results" / "imagenet-train-h200.json").read_text())
+    row = {"model": "imagenet_resnet18_two_stage", "engine": "keras_recu-jax", "dtype": "float32",
+           "feed": "device", "run": 0, "images_per_s": 100.0}
+    new = finish({"size": 224, "smoke": False}, [row], [{"device": "NVIDIA H200", "command": "new"}])
+    merged = merge(old, new)
+    assert merged["rows"][:-1] == as_runs(old)["rows"] and len(merged["rows"]) == len(old["rows"]) + 1
+    assert all(a["images_per_s"] == b["images_per_s"] for a, b in zip(merged["rows"], old["rows"]))
+    assert merged["rows"][-1]["run"] == 1 and merged["commands"] == [old["environment"]["command"], "new"]
+    assert merged["bf16_speedup"] == {"imagenet_resnet18_1w1a": old["bf16_speedup"]}
+    with pytest.raises(MergeRefused, match="different devices"):
+        merge(old, finish({"size": 224, "smoke": False}, [row], [{"device": "cpu"}]))
+    with pytest.raises(MergeRefused, match="'smoke'"):
+        merge(old, finish({"size": 224, "smoke": True}, [row], [{"device": "NVIDIA H200"}]))
+
+
+def test_a_run_cut_short_leaves_a_merged_record_marked_partial(tmp_path):
+    """After each row the record so far is written, merged and marked partial; a failing row records its error."""
+    from benchmarks.imagenet_rows import Rows, finish, merge
+
+    old = json.loads((ROOT / "benchmarks" / "results" / "imagenet-train-h200.json").read_text())
+    path = tmp_path / "partial.json"
+    run = {"device": "NVIDIA H200", "command": "new"}
+    rows = Rows(partial=path, record=lambda measured: merge(old, finish({"size": 224, "smoke": False}, measured, [run])))
+    labels = {"model": "imagenet_resnet18_two_stage", "engine": "keras_recu-jax", "feed": "device"}
+    rows.add({**labels, "dtype": "float32"}, lambda: {"images_per_s": 100.0})
+    rows.add({**labels, "dtype": "mixed_bfloat16"}, lambda: {"images_per_s": 1 / 0})
+    written = json.loads(path.read_text())
+    assert written["partial"] is True and len(written["rows"]) == len(old["rows"]) + 2
+    assert written["rows"][-2]["min_per_epoch"] == round(1_281_167 / 100 / 60, 2)
+    assert written["rows"][-1]["error"].startswith("ZeroDivisionError") and written["rows"][-1]["run"] == 1
+    assert "partial" not in merge(written, finish({"size": 224, "smoke": False}, [], [run]))
