@@ -215,3 +215,15 @@ def test_writers_racing_a_migration_lose_no_row(tmp_path):
     assert sorted((r["writer"], int(r["i"]), r["policy"]) for r in rows) == sorted(
         [("old", i, "float32") for i in range(3)] + [(str(w), i, "bf16") for w in range(4) for i in range(30)])
     assert path.read_text().startswith("writer,i,policy\n") and path.read_text().count("writer,") == 1
+
+
+def test_the_gpu_sessions_speed_commands_are_valid_for_their_modules():
+    """A typo in a speed command would cost a GPU session: each parses with its module's own parser."""
+    import importlib
+
+    assert driver.SPEED_COMMANDS, "phase (a) holds the speed rows still missing (issue 17)"
+    for module, *arguments in driver.SPEED_COMMANDS:
+        parsed = importlib.import_module(module).parse_args([a.replace("{out}", "/tmp/out") for a in arguments])
+        assert str(parsed.json).startswith("/tmp/out/")
+        merge = getattr(parsed, "merge", None)
+        assert merge is None or (ROOT / merge).is_file()  # the committed record that the new rows join

@@ -4,9 +4,10 @@ Started by `run.sh` as `python -m benchmarks.gpu.driver` (run.sh installs
 the carried wheels and sets the environment). One device call of about
 9 minutes (`--seconds`, 560 by default from run.sh's start), in phases:
 
-(a) SPEED: the speed rows still missing (`SPEED_COMMANDS`, filled in by the
-    lead; each a module of benchmarks/ with its arguments, at most
-    `SPEED_SECONDS` for all), first, while the GPU is idle. Their JSON
+(a) SPEED: the speed rows still missing (`SPEED_COMMANDS`: the CIFAR step
+    with the compiled torch engine, the two-stage ImageNet rows; each a
+    module of benchmarks/ with its arguments, at most `SPEED_SECONDS` for
+    all), first, while the GPU is idle. Their JSON
     records go straight into $OUT.
 (b) SWEEP: `ablation run --budget sweep-e4`, the runs it still lacks (of 3
     seeds x 5 rates), `SWEEP_PARALLEL` at once, under its own policy.
@@ -47,13 +48,19 @@ from benchmarks.ablation_design import (BUDGETS, DTYPE_POLICIES, RESULTS, VARIAN
 from benchmarks.campaign import kill_groups, number
 from benchmarks.launch import ROOT, module_command, module_env
 
-# ---- PHASE (a), THE SPEED ROWS: TO BE FILLED IN BY THE LEAD from the i17-speed engineer's report ------------
-# Each entry: (module of benchmarks/, *arguments); "{out}" in an argument becomes $OUT. Expected: the
-# `benchmarks.imagenet_train` rows of the two-stage ResNet-18 and `benchmarks.train_step engines` with
-# `authors-torch-compiled` and `keras-jax-bf16`. Keep the whole phase within SPEED_SECONDS (~2-3 minutes).
-# Until it is filled the phase is skipped and (b) and (c) get its time.
-SPEED_COMMANDS: Tuple[Tuple[str, ...], ...] = ()
-SPEED_SECONDS = 150
+# ---- PHASE (a), THE SPEED ROWS still missing (issue 17 items 2 and 3), on the idle GPU ----------------------
+# Each entry: (module of benchmarks/, *arguments); "{out}" in an argument becomes $OUT. First the CIFAR step
+# against the best torch (its bf16 figure also decides full-e50's policy, `choose_policy`), then the two-stage
+# ResNet-18 rows merged into the committed ImageNet record. Each was estimated at 2-3 minutes on the H200.
+# Once both records are committed, empty this tuple: the next sessions give all their time to (b) and (c).
+SPEED_COMMANDS: Tuple[Tuple[str, ...], ...] = (
+    ("benchmarks.train_step", "engines", "--engines", "keras-jax,keras-jax-bf16,authors-torch,authors-torch-compiled",
+     "--batch", "256", "--rounds", "5", "--seconds", "15", "--ready-timeout", "200",
+     "--json", "{out}/gpu-train-step-h200-compiled.json"),
+    ("benchmarks.imagenet_train", "--rows", "two-stage", "--steps", "20", "--images", "2048",
+     "--merge", "benchmarks/results/imagenet-train-h200.json", "--json", "{out}/imagenet-train-h200.json"),
+)
+SPEED_SECONDS = 330
 # ---------------------------------------------------------------------------------------------------------------
 SMOKE_SPEED_COMMANDS: Tuple[Tuple[str, ...], ...] = (("benchmarks.ablation", "budgets"),)
 SMOKE_VARIANTS = ("recu",)  # the smoke's full budget: one run, enough to cross the whole path
