@@ -66,7 +66,6 @@ def two_stage_model(args, policy: str):
     the app's `load_teacher` for this call; a .keras teacher is loaded as is).
     """
     import contextlib
-    import dataclasses
     import functools
     from unittest import mock
 
@@ -83,10 +82,9 @@ def two_stage_model(args, policy: str):
                        num_classes=two_stage_classes(args), train_examples=IMAGENET_TRAIN, test_examples=50_000,
                        source="synthetic", mean=tuple(255.0 * m for m in transform.mean),
                        std=tuple(255.0 * s for s in transform.std))
-    given = dict(stage=2, batch_size=args.batch, teacher=args.teacher)
-    if "dtype_policy" in {field.name for field in dataclasses.fields(TrainConfig)}:
-        given["dtype_policy"] = policy  # `--dtype-policy`: build_model builds under it (the global policy otherwise)
-    config = TrainConfig.for_recipe("two-stage", **given)
+    # As `--dtype-policy`: build_model builds the student and the teacher under it.
+    config = TrainConfig.for_recipe("two-stage", stage=2, batch_size=args.batch, teacher=args.teacher,
+                                    dtype_policy=policy)
     random_weights = not args.teacher.endswith(".keras")
     teacher = functools.partial(random_teacher, distill.load_teacher)
     with mock.patch.object(distill, "load_teacher", teacher) if random_weights else contextlib.nullcontext():
