@@ -301,7 +301,15 @@ def get(identifier: Union[None, str, dict, Callable]) -> Optional[Callable]:
                 f"{sorted(_BY_NAME)}; or pass a quantizer object or any callable."
             ) from None
     if isinstance(identifier, dict):
-        return deserialize(identifier)
+        quantizer = deserialize(identifier)
+        if not callable(quantizer):
+            # Keras hands back the bare name of a function it cannot find: fail here, not at the layer's first call.
+            raise ValueError(
+                f"Cannot rebuild the quantizer {identifier.get('config')!r} from its config: Keras knows no "
+                "serializable object of that name. Register it with @keras.saving.register_keras_serializable() "
+                "(or pass it in custom_objects) before loading."
+            )
+        return quantizer
     if callable(identifier):
         return identifier
     raise TypeError(

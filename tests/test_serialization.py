@@ -88,3 +88,13 @@ def test_saved_model_reloads_with_identical_outputs_and_tau(tmp_path, rng):
     loaded.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[TauScheduler(0.7, 0.95)])
     assert np.isfinite(loaded.predict(x, verbose=0)).all()
 
+
+
+def test_an_unregistered_function_quantizer_is_refused_when_its_config_is_read_not_at_the_first_call(tmp_path):
+    def my_sign(x):
+        return keras.ops.sign(x)
+
+    layer = QuantConv2D(4, 3, kernel_quantizer=my_sign)
+    # On some backends Keras wraps from_config's ValueError in a TypeError that carries its message.
+    with pytest.raises((TypeError, ValueError), match=r"(?s)Cannot rebuild the quantizer 'my_sign'.*register_keras"):
+        QuantConv2D.from_config(layer.get_config())
