@@ -48,7 +48,7 @@ WORKER = "benchmarks.engines"
 ENGINES = ("keras-jax", "keras-jax-bf16", "keras-tensorflow", "keras-tensorflow-xla", "keras-torch",
            "authors-torch", "authors-torch-compiled")
 #: The Keras dtype policy of an engine; the others run in float32.
-DTYPE_POLICIES = {"keras-jax-bf16": "mixed_bfloat16"}
+ENGINE_POLICIES = {"keras-jax-bf16": "mixed_bfloat16"}
 SHAPE, CLASSES = (32, 32, 3), 10
 
 
@@ -71,7 +71,7 @@ def keras_stepper(engine: str, batch: int, seed: int) -> Tuple[Callable[[], floa
     from keras_recu.optimizers import L2SGD
 
     keras.utils.set_random_seed(seed)
-    policy = DTYPE_POLICIES.get(engine, "float32")
+    policy = ENGINE_POLICIES.get(engine, "float32")
     keras.config.set_dtype_policy(policy)
     model = resnet20_1w1a(input_shape=SHAPE, num_classes=CLASSES, tau=0.85)
     model.compile(optimizer=L2SGD(0.1, momentum=0.9, l2=5e-4),

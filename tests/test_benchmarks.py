@@ -337,10 +337,10 @@ def test_inductor_compiles_here_and_the_bf16_engine_takes_its_policy():
     import shutil
 
     pytest.importorskip("torch")
-    from benchmarks.engines import DTYPE_POLICIES, ENGINES, check_inductor
+    from benchmarks.engines import ENGINE_POLICIES, ENGINES, check_inductor
 
     assert {"keras-jax-bf16", "authors-torch-compiled"} <= set(ENGINES)
-    assert DTYPE_POLICIES["keras-jax-bf16"] == "mixed_bfloat16"
+    assert ENGINE_POLICIES["keras-jax-bf16"] == "mixed_bfloat16"
     if shutil.which("g++") is None:
         pytest.skip("no C++ compiler: the engine fails in one line (test above)")
     check_inductor()
