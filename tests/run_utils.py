@@ -89,8 +89,9 @@ def cli(args: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
     return python(["-m", "keras_recu.app.cli", *args], **kwargs)
 
 
-#: A driver for a subprocess: registers the tiny model, then runs the CLI with argv. Like the console script
-#: (argv[0] "keras-recu"), the package leaves Keras to the command, and Keras loads with its start-up log captured.
+#: A driver for a subprocess: registers the tiny model, then runs the CLI as the console script does: argv[0]
+#: "keras-recu" (the package leaves Keras to the command), and main() reading sys.argv, so that it is its own
+#: process (Ctrl-C handling). Keras loads with its start-up log captured.
 CLI_WITH_TINY_MODEL = """
 import sys
 sys.argv[0] = "keras-recu"
@@ -101,7 +102,7 @@ quiet_imports.quiet_environment()
 with quiet_imports.captured():
     register_tiny_model()
 from keras_recu.app.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())
 """
 
 

@@ -95,28 +95,12 @@ def test_resume_with_a_checkpoint_of_another_model_names_both_models(full_disk, 
     )
 
 
-# keras-recu itself: main() reads sys.argv, as the installed command does.
-AS_THE_COMMAND = """
-import sys
-sys.argv[0] = "keras-recu"  # starts up as the command does (see keras_recu/__init__.py)
-sys.path.insert(0, {root!r})
-from keras_recu.app import quiet_imports
-from tests.run_utils import register_tiny_model
-quiet_imports.quiet_environment()
-with quiet_imports.captured():  # the driver's own imports, kept off stderr as the command keeps its own
-    register_tiny_model()
-from keras_recu.app.cli import main
-sys.argv[0] = "keras-recu"
-sys.exit(main())
-"""
-
-
 def test_ctrl_c_exits_promptly_in_one_line_and_leaves_the_run_resumable(full_disk, tmp_path):
     from keras_recu.app.rundir import holder
 
     run = tmp_path / "run"
     shutil.copytree(full_disk[0], run)
-    process = subprocess.Popen([sys.executable, "-c", AS_THE_COMMAND.format(root=str(ROOT)), "train", "--out", str(run),
+    process = subprocess.Popen([sys.executable, "-c", CLI_WITH_TINY_MODEL.format(root=str(ROOT)), "train", "--out", str(run),
                                 "--resume", "--verbose", "0"], env=environment(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
